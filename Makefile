@@ -1,0 +1,39 @@
+# Courier Gateway: `make dev` runs the gateway locally, `make test` installs everything and runs
+# lint and the test suite. Both create .venv on first use.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: dev test lint format bench clean venv
+
+$(PY):
+	@python=$$(.ci/find-python) && echo "creating $(VENV) with $$python" && "$$python" -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+dev: $(STAMP)
+	@.ci/ensure-redis
+	$(VENV)/bin/courier-gateway dev
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check services operator tests loadtest
+	$(VENV)/bin/ruff format --check services operator tests loadtest
+	$(VENV)/bin/mypy
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format services operator tests loadtest
+	$(VENV)/bin/ruff check --fix services operator tests loadtest
+
+test: $(STAMP)
+	@.ci/ensure-redis
+	$(MAKE) --no-print-directory lint
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,79 @@
+"""The ``courier-gateway`` command: one entry point for every role the image runs.
+
+Configuration problems end the process with one line on stderr naming what is wrong and exit
+code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from courier_gateway import __version__
+from courier_gateway.config import ConfigError
+
+__all__ = ["main"]
+
+
+def _run_ingress(args: argparse.Namespace) -> int:
+    from courier_gateway.config import Settings, load_sources
+    from courier_gateway.intake import serve
+
+    settings = Settings.from_env()
+    settings.require("REDIS_URL")
+    load_sources(settings)  # fail here, in the parent, before any process is spawned
+    serve(settings)
+    return 0
+
+
+def _run_sign(args: argparse.Namespace) -> int:
+    from courier_gateway.cli.sign import run
+
+    return run(args)
+
+
+def _run_dev(args: argparse.Namespace) -> int:
+    from courier_gateway.devstack import run
+
+    return run(data_dir=args.data_dir)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="courier-gateway",
+        description="Courier Gateway: signed courier webhooks in, exactly-once shipment updates out.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    ingress = commands.add_parser("ingress", help="run the HTTP ingress (settings from the environment)")
+    ingress.set_defaults(handler=_run_ingress)
+
+    dev = commands.add_parser(
+        "dev", help="run the whole gateway locally with a private Redis and an embedded store"
+    )
+    dev.add_argument("--data-dir", default=".data", help="where the local stack keeps its data (.data)")
+    dev.set_defaults(handler=_run_dev)
+
+    from courier_gateway.cli.sign import add_arguments
+
+    sign = commands.add_parser(
+        "sign", help="sign an event and print a ready-to-run curl command (or the headers as JSON)"
+    )
+    add_arguments(sign)
+    sign.set_defaults(handler=_run_sign)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the command line, run the chosen role and return its exit code."""
+    args = _parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except ConfigError as error:
+        print(f"courier-gateway: configuration error: {error}", file=sys.stderr)  # noqa: T201
+        return 2
+    except KeyboardInterrupt:
+        return 130

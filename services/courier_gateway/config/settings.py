@@ -1,0 +1,120 @@
+"""The settings object: every environment variable the gateway reads, validated at start-up.
+
+One object serves every role so the README's configuration table has a single source of truth.
+Values a role cannot run without (for example ``REDIS_URL`` for the ingress) are optional here and
+demanded by :meth:`Settings.require`, so ``courier-gateway sign`` works without a Redis URL.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from courier_gateway.config._errors import ConfigError, describe_validation_error
+
+__all__ = ["Settings"]
+
+_SECRET_VARIABLES = frozenset({"SIGNING_SECRET"})
+
+
+class Settings(BaseModel):
+    """Validated configuration; build it with :meth:`Settings.from_env`.
+
+    Field aliases are the environment variable names; the defaults here are the ones the README's
+    configuration table lists.
+    """
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
+
+    api_host: str = Field("127.0.0.1", alias="API_HOST", min_length=1)
+    api_port: Annotated[int, Field(ge=1, le=65535)] = Field(3000, alias="API_PORT")
+    redis_url: str | None = Field(None, alias="REDIS_URL")
+    mongo_uri: str | None = Field(None, alias="MONGO_URI")
+    mongo_db: str = Field("courier_gateway", alias="MONGO_DB", pattern=r"^[A-Za-z0-9_-]{1,63}$")
+    signing_secret: SecretStr | None = Field(None, alias="SIGNING_SECRET")
+    signature_tolerance_seconds: Annotated[int, Field(ge=1, le=86400)] = Field(
+        300, alias="SIGNATURE_TOLERANCE_SECONDS"
+    )
+    sources_file: Path | None = Field(None, alias="SOURCES_FILE")
+    max_body_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = Field(
+        262144, alias="MAX_BODY_BYTES"
+    )
+    ingress_workers: Annotated[int, Field(ge=1, le=64)] = Field(1, alias="INGRESS_WORKERS")
+    enqueue_timeout_ms: Annotated[int, Field(ge=10, le=60000)] = Field(
+        2000, alias="ENQUEUE_TIMEOUT_MS"
+    )
+    intake_retry_after_seconds: Annotated[int, Field(ge=1, le=3600)] = Field(
+        2, alias="INTAKE_RETRY_AFTER_SECONDS"
+    )
+    dedup_hint_ttl_seconds: Annotated[int, Field(ge=0, le=7 * 86400)] = Field(
+        3600, alias="DEDUP_HINT_TTL_SECONDS"
+    )
+    secrets_reload_seconds: Annotated[float, Field(ge=0.1, le=60)] = Field(
+        1.0, alias="SECRETS_RELOAD_SECONDS"
+    )
+    queue_stream: str = Field("courier-events", alias="QUEUE_STREAM", pattern=r"^[A-Za-z0-9:._-]{1,128}$")
+    shutdown_grace_seconds: Annotated[float, Field(ge=0, le=600)] = Field(
+        15.0, alias="SHUTDOWN_GRACE_SECONDS"
+    )
+    shutdown_delay_seconds: Annotated[float, Field(ge=0, le=120)] = Field(
+        0.0, alias="SHUTDOWN_DELAY_SECONDS"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="LOG_LEVEL")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("expected a URL starting with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("mongo_uri")
+    @classmethod
+    def _mongo_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("mongodb://", "mongodb+srv://")):
+            raise ValueError("expected a URI starting with mongodb:// or mongodb+srv://")
+        return value
+
+    @field_validator("signing_secret")
+    @classmethod
+    def _secret_not_blank(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().strip()) < 8:
+            raise ValueError("must be at least 8 characters")
+        return value
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate the settings; raise :class:`ConfigError` naming the bad variable.
+
+        Empty variables count as unset, as they do for most twelve-factor tools.
+        """
+        source = os.environ if environ is None else environ
+        names = {name: field.alias for name, field in cls.model_fields.items() if field.alias}
+        values = {alias: source[alias] for alias in names.values() if source.get(alias, "") != ""}
+        try:
+            return cls.model_validate(values)
+        except ValidationError as error:
+            raise ConfigError(
+                describe_validation_error(error, names=names, secret=_SECRET_VARIABLES)
+            ) from None
+
+    def require(self, *variables: str) -> None:
+        """Raise :class:`ConfigError` unless every named variable has a value."""
+        fields = {field.alias: name for name, field in type(self).model_fields.items()}
+        for variable in variables:
+            if getattr(self, fields[variable]) is None:
+                raise ConfigError(f"{variable}: is required")
+
+    @classmethod
+    def variables(cls) -> dict[str, object]:
+        """Every variable with its default, in declaration order (for docs and their test)."""
+        return {str(field.alias): field.default for field in cls.model_fields.values()}

@@ -1,0 +1,110 @@
+"""Child processes of the local stack: started so that none can outlive the stack.
+
+Each child runs in its own session (a terminal's Ctrl-C reaches only the stack, which then stops
+the children in order) and, on Linux, asks the kernel to send it SIGTERM if the stack itself dies,
+even by SIGKILL, so a crashed ``make dev`` leaves nothing running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+__all__ = ["Child", "free_port", "port_is_free", "start_child", "wait_until"]
+
+log = logging.getLogger(__name__)
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass
+class Child:
+    """A running child process with a display name."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM, wait up to ``timeout``, then SIGKILL; return the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("child did not stop in time; killing it", extra={"child": self.name})
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def start_child(
+    name: str,
+    command: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    log_file: Path | None = None,
+) -> Child:
+    """Start ``command``; its output goes to ``log_file`` when given, else to our stderr."""
+    output: IO[bytes] | int | None = None
+    if log_file is not None:
+        output = log_file.open("ab")
+    try:
+        process = subprocess.Popen(
+            list(command),
+            env=dict(env) if env is not None else None,
+            stdin=subprocess.DEVNULL,
+            stdout=output if output is not None else sys.stderr,
+            stderr=output if output is not None else sys.stderr,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only async-signal-safe work in it
+        )
+    finally:
+        if output is not None and not isinstance(output, int):
+            output.close()
+    return Child(name, process)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """Whether ``host:port`` can be bound now."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def wait_until(check: Callable[[], bool], *, timeout: float, child: Child | None = None) -> bool:
+    """Poll ``check`` until it is true or ``timeout`` passes; stop early if ``child`` exited."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        if child is not None and child.process.poll() is not None:
+            return False
+        time.sleep(0.1)
+    return False

@@ -1,0 +1,172 @@
+"""Building and serving the Sanic application.
+
+Each ingress process builds its own app from the validated settings (Sanic spawns its worker
+processes, and each one calls :func:`create_app`). Listeners open the Redis and store clients,
+start the background tasks and, on stop, turn ``/ready`` to 503 before the listener closes, so a
+load balancer stops routing here while in-flight requests finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from functools import partial
+
+from pymongo import AsyncMongoClient
+from redis.asyncio import Redis
+from sanic import Request, Sanic
+from sanic.exceptions import (
+    BadRequest,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    RequestTimeout,
+    SanicException,
+)
+from sanic.handlers import ErrorHandler
+from sanic.response import HTTPResponse
+from sanic.worker.loader import AppLoader
+
+from courier_gateway.config import KeyRing, Settings, load_sources
+from courier_gateway.intake.responses import error_response
+from courier_gateway.intake.routes import routes
+from courier_gateway.intake.state import IntakeState
+from courier_gateway.observability import TraceContext, configure_logging
+from courier_gateway.queue import IntakeWriter
+
+__all__ = ["create_app", "serve"]
+
+log = logging.getLogger(__name__)
+_names = itertools.count()
+
+
+class _JsonErrors(ErrorHandler):
+    """Every error Sanic raises itself (404, 405, 413, malformed HTTP) in the intake's JSON shape."""
+
+    def default(self, request: Request, exception: Exception) -> HTTPResponse:
+        trace = TraceContext.from_headers(
+            request.headers.getall("traceparent", []), request.headers.getall("x-request-id", [])
+        )
+        status, code, message = _describe(request, exception)
+        if status >= 500:
+            log.error(
+                "unexpected error",
+                exc_info=exception,
+                extra={"traceId": trace.public_id, "path": request.path},
+            )
+        else:
+            log.info(
+                "intake request",
+                extra={"traceId": trace.public_id, "status": status, "errorCode": code},
+            )
+        return error_response(status, code, message, trace.public_id)
+
+
+def _describe(request: Request, exception: Exception) -> tuple[int, str, str]:
+    if isinstance(exception, PayloadTooLarge):
+        limit = request.app.config.REQUEST_MAX_SIZE
+        return 413, "PAYLOAD_TOO_LARGE", f"the body exceeds {limit} bytes (MAX_BODY_BYTES)"
+    if isinstance(exception, NotFound):
+        return 404, "NOT_FOUND", "no such endpoint; events go to POST /v1/events/{source}"
+    if isinstance(exception, MethodNotAllowed):
+        return 405, "METHOD_NOT_ALLOWED", "this endpoint does not accept that method"
+    if isinstance(exception, RequestTimeout):
+        return 408, "REQUEST_TIMEOUT", "the request was not received in time"
+    if isinstance(exception, BadRequest):
+        return 400, "INVALID_REQUEST", "the HTTP request is malformed"
+    if isinstance(exception, SanicException) and 400 <= exception.status_code < 500:
+        return exception.status_code, "INVALID_REQUEST", "the request was refused"
+    return 500, "INTERNAL_ERROR", "an unexpected error occurred; it has been logged"
+
+
+def create_app(settings: Settings, *, name: str | None = None) -> Sanic:
+    """Build the ingress application for one process.
+
+    Sources are loaded here (each process reads them itself); a bad sources file raises
+    :class:`~courier_gateway.config.ConfigError` before anything listens.
+    """
+    configure_logging(settings.log_level)
+    keyring = KeyRing(load_sources(settings))
+    app = Sanic(
+        name or f"courier-gateway-{next(_names)}",
+        error_handler=_JsonErrors(),
+        configure_logging=False,
+    )
+    app.config.update(
+        REQUEST_MAX_SIZE=settings.max_body_bytes,
+        GRACEFUL_SHUTDOWN_TIMEOUT=settings.shutdown_grace_seconds,
+        # Short keep-alive: idle connections otherwise hold a draining process open.
+        KEEP_ALIVE_TIMEOUT=5,
+        ACCESS_LOG=False,
+        MOTD=False,
+        NOISY_EXCEPTIONS=False,
+        FALLBACK_ERROR_FORMAT="json",
+    )
+    app.blueprint(routes)
+
+    async def open_clients(app: Sanic) -> None:
+        assert settings.redis_url is not None
+        timeout = settings.enqueue_timeout_ms / 1000
+        redis = Redis.from_url(
+            settings.redis_url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            health_check_interval=30,
+        )
+        writer = IntakeWriter(redis, settings.queue_stream, timeout_seconds=timeout)
+        writer.start()
+        store = (
+            AsyncMongoClient(settings.mongo_uri, serverSelectionTimeoutMS=1000, connect=False)
+            if settings.mongo_uri
+            else None
+        )
+        state = IntakeState(settings=settings, keyring=keyring, redis=redis, writer=writer, store=store)
+        await state.probe()
+        state.start_background()
+        app.ctx.state = state
+        log.info(
+            "ingress started",
+            extra={"sources": keyring.names(), "redis": state.health.redis, "store": state.health.store},
+        )
+
+    async def start_draining(app: Sanic) -> None:
+        state: IntakeState = app.ctx.state
+        state.draining = True
+        log.info("draining", extra={"delaySeconds": settings.shutdown_delay_seconds})
+        if settings.shutdown_delay_seconds:
+            await asyncio.sleep(settings.shutdown_delay_seconds)
+
+    async def close_clients(app: Sanic) -> None:
+        state: IntakeState = app.ctx.state
+        await state.stop_background()
+        await state.writer.close()
+        await state.redis.aclose()
+        if state.store is not None:
+            await state.store.close()
+        log.info("ingress stopped")
+
+    app.before_server_start(open_clients)
+    app.before_server_stop(start_draining)
+    app.after_server_stop(close_clients)
+    return app
+
+
+def serve(settings: Settings) -> None:
+    """Run the ingress in the foreground with ``INGRESS_WORKERS`` processes until SIGTERM/SIGINT."""
+    settings.require("REDIS_URL")
+    single = settings.ingress_workers == 1
+    loader = AppLoader(factory=partial(create_app, settings, name="courier-gateway"))
+    app = loader.load()
+    app.prepare(
+        host=settings.api_host,
+        port=settings.api_port,
+        workers=settings.ingress_workers,
+        single_process=single,
+        access_log=False,
+        motd=False,
+    )
+    if single:
+        Sanic.serve_single(primary=app)
+    else:
+        Sanic.serve(primary=app, app_loader=loader)

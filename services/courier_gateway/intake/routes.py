@@ -1,0 +1,203 @@
+"""The HTTP routes: event intake, health, readiness and the OpenAPI document.
+
+The intake handler does, in order, the cheap checks first: known source (404), JSON content type
+(415), signature over the raw bytes (401), one parse and validation (400), then one Redis write
+that also applies the rate limit (429) and the duplicate hint. Only a write Redis acknowledged is
+answered 202; a write that failed or timed out is a 503 and the event is not acknowledged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+
+import yaml
+from sanic import Blueprint, Request
+from sanic.response import HTTPResponse, raw
+
+from courier_gateway.config.sources import DEFAULT_SOURCE
+from courier_gateway.events import EventError, parse_event
+from courier_gateway.intake.responses import IntakeError, error_response, json_response
+from courier_gateway.intake.state import IntakeState
+from courier_gateway.observability import TraceContext
+from courier_gateway.queue import WriteRequest, encode_event_message
+from courier_gateway.queue.intake_writer import IntakeUnavailableError
+from courier_gateway.signatures import SignatureError, verify
+
+__all__ = ["routes"]
+
+log = logging.getLogger("courier_gateway.intake")
+routes = Blueprint("intake")
+
+_OPENAPI_YAML = resources.files("courier_gateway.intake").joinpath("openapi.yaml").read_bytes()
+_OPENAPI: dict[str, Any] = yaml.safe_load(_OPENAPI_YAML)
+
+
+def _state(request: Request) -> IntakeState:
+    state: IntakeState = request.app.ctx.state
+    return state
+
+
+def _received_at() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@routes.post("/v1/events/<source:str>")
+async def receive_event(request: Request, source: str) -> HTTPResponse:
+    """Verify, validate and enqueue one courier event."""
+    started = time.perf_counter()
+    headers = request.headers
+    trace = TraceContext.from_headers(
+        headers.getall("traceparent", []), headers.getall("x-request-id", [])
+    )
+    context: dict[str, Any] = {"traceId": trace.public_id, "source": source}
+    try:
+        response = await _accept(_state(request), request, source, trace, context)
+    except IntakeError as refusal:
+        context.update(status=refusal.status, errorCode=refusal.code, reason=refusal.message)
+        response = error_response(
+            refusal.status,
+            refusal.code,
+            refusal.message,
+            trace.public_id,
+            retry_after=refusal.retry_after,
+        )
+    context["durationMs"] = round((time.perf_counter() - started) * 1000, 3)
+    log.info("intake request", extra=context)
+    return response
+
+
+async def _accept(
+    state: IntakeState, request: Request, source_name: str, trace: TraceContext, context: dict[str, Any]
+) -> HTTPResponse:
+    source = state.keyring.get(source_name)
+    if source is None:
+        context["source"] = "unknown"
+        raise IntakeError(404, "UNKNOWN_SOURCE", "no source with this name is configured")
+    _check_content_type(request.headers.getall("content-type", []))
+    body = request.body
+    try:
+        key_id = verify(
+            source.scheme,
+            source.keys,
+            request.headers.getall,
+            body,
+            now=time.time(),
+            tolerance_seconds=source.tolerance_seconds,
+        )
+    except SignatureError as error:
+        context["signatureFailure"] = error.reason
+        raise IntakeError(401, "INVALID_SIGNATURE", str(error)) from None
+    try:
+        event = parse_event(body, source_name, default_source=DEFAULT_SOURCE)
+    except EventError as error:
+        raise IntakeError(400, "INVALID_PAYLOAD", str(error)) from None
+    context.update(eventId=event.eventId, keyId=key_id)
+    assert event.idempotencyKey is not None and event.source is not None
+    received_at = _received_at()
+    settings = state.settings
+    limit = source.rate_limit
+    try:
+        outcome = await state.writer.write(
+            WriteRequest(
+                message=encode_event_message(
+                    event=event.to_wire(),
+                    received_at=received_at,
+                    trace_id=trace.public_id,
+                    traceparent=trace.traceparent,
+                    source=source_name,
+                    key_id=key_id,
+                ),
+                rate_key=f"cg:ratelimit:{source_name}",
+                per_second=limit.per_second if limit else 0,
+                burst=limit.burst if limit else 0,
+                hint_key=f"cg:seen:{event.idempotencyKey}",
+                hint_ttl=settings.dedup_hint_ttl_seconds,
+            )
+        )
+    except IntakeUnavailableError as error:
+        raise IntakeError(
+            503, "INTAKE_UNAVAILABLE", str(error), retry_after=settings.intake_retry_after_seconds
+        ) from None
+    if outcome.status == "limited":
+        raise IntakeError(
+            429,
+            "RATE_LIMITED",
+            f"source '{source_name}' is over its rate limit",
+            retry_after=outcome.retry_after,
+        )
+    duplicate = outcome.status == "duplicate"
+    context.update(status=202, duplicate=duplicate)
+    return json_response(
+        {
+            "acknowledged": True,
+            "eventId": event.eventId,
+            "idempotencyKey": event.idempotencyKey,
+            "traceId": trace.public_id,
+            "queued": not duplicate,
+            "duplicate": duplicate,
+            "receivedAt": received_at,
+        },
+        202,
+        headers={"x-request-id": trace.public_id},
+    )
+
+
+def _check_content_type(values: list[str]) -> None:
+    if len(values) != 1:
+        raise IntakeError(
+            415, "UNSUPPORTED_MEDIA_TYPE", "send exactly one content-type: application/json"
+        )
+    mime, _, parameters = values[0].partition(";")
+    if mime.strip().lower() != "application/json":
+        raise IntakeError(415, "UNSUPPORTED_MEDIA_TYPE", "content-type must be application/json")
+    for parameter in parameters.split(";"):
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in {
+            "utf-8",
+            "utf8",
+        }:
+            raise IntakeError(415, "UNSUPPORTED_MEDIA_TYPE", "the only accepted charset is utf-8")
+
+
+def _health_document(state: IntakeState, status: str) -> dict[str, Any]:
+    from courier_gateway import __version__
+
+    return {
+        "status": status,
+        "draining": state.draining,
+        "redis": state.health.redis,
+        "store": state.health.store,
+        "version": __version__,
+    }
+
+
+@routes.get("/health")
+async def health(request: Request) -> HTTPResponse:
+    """Liveness: answers while the process runs, reporting Redis and the store."""
+    return json_response(_health_document(_state(request), "ok"), 200)
+
+
+@routes.get("/ready")
+async def ready(request: Request) -> HTTPResponse:
+    """Readiness: 200 while Redis is reachable and the process is not draining, else 503."""
+    state = _state(request)
+    is_ready = state.health.redis == "connected" and not state.draining
+    return json_response(
+        _health_document(state, "ready" if is_ready else "not_ready"), 200 if is_ready else 503
+    )
+
+
+@routes.get("/openapi.json")
+async def openapi_json(request: Request) -> HTTPResponse:
+    """The OpenAPI 3 document of this API."""
+    return json_response(_OPENAPI, 200)
+
+
+@routes.get("/openapi.yaml")
+async def openapi_yaml(request: Request) -> HTTPResponse:
+    """The OpenAPI 3 document, as kept in the repository."""
+    return raw(_OPENAPI_YAML, content_type="application/yaml")

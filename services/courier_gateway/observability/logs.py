@@ -1,0 +1,61 @@
+"""JSON logs: one object per line on stderr, with the request's or job's context as fields.
+
+Context travels as ``extra=`` fields on the log call (``traceId``, ``eventId``, ``source``, …);
+anything JSON can carry is kept, anything else is written as its ``str()``. Stack traces are
+included only when a record carries exception info, which the code does only for the unexpected.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any, TextIO
+
+import orjson
+
+__all__ = ["JsonFormatter", "configure_logging"]
+
+# Attributes every LogRecord has; anything else on a record came from ``extra=``.
+_STANDARD = frozenset(
+    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime", "taskName"}
+)
+
+
+class JsonFormatter(logging.Formatter):
+    """Format records as single-line JSON objects with ``ts``, ``level``, ``logger``, ``msg``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render ``record`` and its extra fields as one JSON line."""
+        document: dict[str, Any] = {
+            "ts": _iso(record.created),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for name, value in record.__dict__.items():
+            if name not in _STANDARD and not name.startswith("_"):
+                document[name] = value
+        if record.exc_info:
+            document["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(document, default=str).decode()
+
+
+def _iso(created: float) -> str:
+    seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
+    return f"{seconds}.{int(created % 1 * 1000):03d}Z"
+
+
+def configure_logging(level: str, *, stream: TextIO | None = None) -> None:
+    """Send every logger (ours and the libraries') through one JSON handler at ``level``."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # Sanic installs its own handlers on its loggers; route them through ours instead.
+    for name in ("sanic.root", "sanic.error", "sanic.access", "sanic.server", "sanic.websockets"):
+        library = logging.getLogger(name)
+        library.handlers[:] = []
+        library.propagate = True
+    logging.getLogger("sanic.access").setLevel(logging.WARNING)

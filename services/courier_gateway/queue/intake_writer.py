@@ -1,0 +1,187 @@
+"""The ingress's write path: rate limit, duplicate hint and ``XADD`` as one atomic Redis script.
+
+Why a script: the three decisions must agree. The duplicate hint is set in the same atomic step
+as the ``XADD``, so ``duplicate: true`` is only ever answered for a copy that really is on the
+stream (DESIGN §3), and the rate limit counts only authentic requests (the script runs after the
+signature check) and holds across every ingress process because the bucket lives in Redis.
+
+Why group commit: each request awaits its own write, but concurrent requests' scripts travel in
+one pipeline, one round trip for the batch. A single flusher per process sends the next batch as
+soon as the previous one is answered, so batching adds no timer delay at low load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError, RedisError
+
+__all__ = ["IntakeUnavailableError", "IntakeWriter", "WriteOutcome", "WriteRequest"]
+
+# KEYS: stream, rate-limit bucket, duplicate-hint key.
+# ARGV: message, rate per second (0: none), burst, hint TTL seconds (0: none).
+_SCRIPT = """
+local rate = tonumber(ARGV[2])
+if rate > 0 then
+  local burst = tonumber(ARGV[3])
+  local clock = redis.call('TIME')
+  local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+  local bucket = redis.call('HMGET', KEYS[2], 'tokens', 'at')
+  local tokens = tonumber(bucket[1]) or burst
+  local at = tonumber(bucket[2]) or now
+  tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
+  if tokens < 1 then
+    return {'limited', tostring((1 - tokens) / rate)}
+  end
+  redis.call('HSET', KEYS[2], 'tokens', tostring(tokens - 1), 'at', tostring(now))
+  redis.call('PEXPIRE', KEYS[2], math.ceil(burst / rate * 1000) + 1000)
+end
+local ttl = tonumber(ARGV[4])
+if ttl > 0 and redis.call('EXISTS', KEYS[3]) == 1 then
+  return {'duplicate', ''}
+end
+local id = redis.call('XADD', KEYS[1], '*', 'data', ARGV[1])
+if ttl > 0 then
+  redis.call('SET', KEYS[3], id, 'EX', ttl)
+end
+return {'queued', id}
+"""
+
+
+class IntakeUnavailableError(Exception):
+    """Redis did not acknowledge the write in time (or refused it): the event is not accepted."""
+
+
+@dataclass(frozen=True, slots=True)
+class WriteRequest:
+    """One event to write, with the keys and limits that apply to it."""
+
+    message: bytes
+    rate_key: str
+    per_second: float
+    burst: int
+    hint_key: str
+    hint_ttl: int
+
+
+@dataclass(frozen=True, slots=True)
+class WriteOutcome:
+    """What Redis decided: ``queued`` (with the stream entry id), ``duplicate`` or ``limited``."""
+
+    status: Literal["queued", "duplicate", "limited"]
+    entry_id: str | None = None
+    retry_after: int = 0
+
+
+class IntakeWriter:
+    """Writes events with group commit; :meth:`write` returns once Redis acknowledged the event."""
+
+    def __init__(self, redis: Redis, stream: str, *, timeout_seconds: float) -> None:
+        self._redis = redis
+        self._stream = stream
+        self._timeout = timeout_seconds
+        self._sha: str | None = None
+        self._pending: list[tuple[WriteRequest, asyncio.Future[WriteOutcome]]] = []
+        self._wakeup = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start the flusher task on the running loop."""
+        self._flusher = asyncio.get_running_loop().create_task(self._flush_forever())
+
+    async def close(self) -> None:
+        """Stop the flusher; writes still waiting fail as unavailable."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        for _, future in self._pending:
+            if not future.done():
+                future.set_exception(IntakeUnavailableError("the ingress is stopping"))
+        self._pending.clear()
+
+    async def write(self, request: WriteRequest) -> WriteOutcome:
+        """Write one event; raise :class:`IntakeUnavailableError` after the enqueue timeout."""
+        future: asyncio.Future[WriteOutcome] = asyncio.get_running_loop().create_future()
+        self._pending.append((request, future))
+        self._wakeup.set()
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await future
+        except TimeoutError:
+            raise IntakeUnavailableError(
+                f"Redis did not acknowledge the write within {int(self._timeout * 1000)} ms"
+            ) from None
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            batch = [(request, future) for request, future in self._pending if not future.done()]
+            self._pending = []
+            if not batch:
+                continue
+            try:
+                outcomes = await self._send([request for request, _ in batch])
+            except (RedisError, OSError, TimeoutError) as error:
+                failure = IntakeUnavailableError(f"Redis is unavailable ({type(error).__name__})")
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(failure)
+                continue
+            for (_, future), outcome in zip(batch, outcomes, strict=True):
+                if future.done():
+                    continue
+                if isinstance(outcome, WriteOutcome):
+                    future.set_result(outcome)
+                else:
+                    future.set_exception(IntakeUnavailableError(f"Redis refused the write ({outcome})"))
+
+    async def _send(self, batch: list[WriteRequest]) -> list[WriteOutcome | Exception]:
+        if self._sha is None:
+            self._sha = str(await self._redis.script_load(_SCRIPT))
+        results: list[WriteOutcome | Exception] = await self._run(batch)
+        missing = [index for index, result in enumerate(results) if isinstance(result, NoScriptError)]
+        if missing:
+            # Redis restarted and lost its script cache; NOSCRIPT means nothing ran, so resend.
+            self._sha = str(await self._redis.script_load(_SCRIPT))
+            retried = await self._run([batch[index] for index in missing])
+            for index, result in zip(missing, retried, strict=True):
+                results[index] = result
+        return results
+
+    async def _run(self, batch: list[WriteRequest]) -> list[WriteOutcome | Exception]:
+        assert self._sha is not None
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for request in batch:
+                pipe.evalsha(
+                    self._sha,
+                    3,
+                    self._stream,
+                    request.rate_key,
+                    request.hint_key,
+                    request.message,
+                    request.per_second,
+                    request.burst,
+                    request.hint_ttl,
+                )
+            raw = await pipe.execute(raise_on_error=False)
+        return [_outcome(item) for item in raw]
+
+
+def _outcome(item: object) -> WriteOutcome | Exception:
+    if isinstance(item, Exception):
+        return item
+    assert isinstance(item, list)
+    status = item[0].decode() if isinstance(item[0], bytes) else str(item[0])
+    value = item[1].decode() if isinstance(item[1], bytes) else str(item[1])
+    if status == "queued":
+        return WriteOutcome("queued", entry_id=value)
+    if status == "duplicate":
+        return WriteOutcome("duplicate")
+    return WriteOutcome("limited", retry_after=max(1, math.ceil(float(value))))
