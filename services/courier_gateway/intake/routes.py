@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
@@ -83,7 +84,7 @@ async def _accept(
         key_id = verify(
             source.scheme,
             source.keys,
-            request.headers.getall,
+            partial(request.headers.getall, default=[]),
             body,
             now=time.time(),
             tolerance_seconds=source.tolerance_seconds,

@@ -1,0 +1,113 @@
+"""``courier-gateway dev`` as a new user meets it: start, copy the printed curl, get a 202, stop.
+
+Nothing may be left running afterwards, whether the stack is stopped with Ctrl-C (SIGINT),
+SIGTERM, or killed outright (its children are tied to it by the kernel's parent-death signal).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import orjson
+import psutil
+import pytest
+
+from courier_gateway.devstack.processes import free_port
+
+
+def start_dev(tmp_path: Path) -> tuple[subprocess.Popen[str], list[str]]:
+    env = {"PATH": os.environ["PATH"], "API_PORT": str(free_port()), "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "courier_gateway", "dev", "--data-dir", str(tmp_path / ".data")],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    lines: list[str] = []
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line.rstrip("\n"))
+
+    threading.Thread(target=read, daemon=True).start()
+    return process, lines
+
+
+def wait_for_curl(process: subprocess.Popen[str], lines: list[str]) -> str:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        for line in lines:
+            if line.startswith("curl "):
+                return line
+        if process.poll() is not None:
+            break
+        time.sleep(0.2)
+    raise AssertionError("no curl command printed:\n" + "\n".join(lines))
+
+
+def family(process: subprocess.Popen[str]) -> list[psutil.Process]:
+    return psutil.Process(process.pid).children(recursive=True)
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_printed_curl_works_and_stop_leaves_nothing(tmp_path: Path, stop_signal: int) -> None:
+    process, lines = start_dev(tmp_path)
+    try:
+        curl = wait_for_curl(process, lines)
+        assert any("signing secret:" in line for line in lines)
+        children = family(process)
+        names = " ".join(" ".join(child.cmdline()) for child in children)
+        assert "redis-server" in names and "nx-27017" in names and "ingress" in names
+
+        result = subprocess.run(["bash", "-c", curl + " -w '\\n%{http_code}'"], capture_output=True, text=True, timeout=30)
+        body, _, status = result.stdout.rpartition("\n")
+        assert status == "202", result.stdout + result.stderr
+        assert orjson.loads(body)["acknowledged"] is True
+
+        process.send_signal(stop_signal)
+        assert process.wait(timeout=30) == 0
+        _, alive = psutil.wait_procs(children, timeout=10)
+        assert alive == []
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_killed_stack_takes_its_children_along(tmp_path: Path) -> None:
+    process, lines = start_dev(tmp_path)
+    try:
+        wait_for_curl(process, lines)
+        children = family(process)
+        assert len(children) >= 3
+        process.kill()
+        process.wait(timeout=10)
+        _, alive = psutil.wait_procs(children, timeout=20)
+        assert alive == []
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_secret_survives_a_restart(tmp_path: Path) -> None:
+    secrets_seen = []
+    for _ in range(2):
+        process, lines = start_dev(tmp_path)
+        try:
+            wait_for_curl(process, lines)
+            secrets_seen += [line for line in lines if "signing secret:" in line]
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=30) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+    assert len(secrets_seen) == 2 and secrets_seen[0] == secrets_seen[1]
+    assert (tmp_path / ".data" / "store.sqlite").exists()
