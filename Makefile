@@ -4,6 +4,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+LINT_PATHS := $(wildcard services operator tests loadtest)
 
 .PHONY: dev test lint format bench clean venv
 
@@ -22,13 +23,13 @@ dev: $(STAMP)
 	$(VENV)/bin/courier-gateway dev
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check services operator tests loadtest
-	$(VENV)/bin/ruff format --check services operator tests loadtest
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 	$(VENV)/bin/mypy
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format services operator tests loadtest
-	$(VENV)/bin/ruff check --fix services operator tests loadtest
+	$(VENV)/bin/ruff format $(LINT_PATHS)
+	$(VENV)/bin/ruff check --fix $(LINT_PATHS)
 
 test: $(STAMP)
 	@.ci/ensure-redis

@@ -67,7 +67,9 @@ def start(tmp_path: Path) -> Iterator[StartGateway]:
     """Start gateway roles for one test; all are stopped when the test ends."""
     started: list[GatewayProcess] = []
 
-    def _start(role: str = "ingress", env: dict[str, str] | None = None, **kwargs: object) -> GatewayProcess:
+    def _start(
+        role: str = "ingress", env: dict[str, str] | None = None, **kwargs: object
+    ) -> GatewayProcess:
         log_path = tmp_path / f"{role}-{len(started)}.log"
         process = start_gateway(role, env or {}, log_path=log_path, **kwargs)  # type: ignore[arg-type]
         started.append(process)

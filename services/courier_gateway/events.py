@@ -56,7 +56,9 @@ def _check_storable(value: Any, where: str, depth: int) -> None:
     elif isinstance(value, dict):
         for key, item in value.items():
             if key.startswith("$") or "." in key or "\x00" in key:
-                raise ValueError(f"{where}: key {key[:40]!r} cannot contain '.', NUL or start with '$'")
+                raise ValueError(
+                    f"{where}: key {key[:40]!r} cannot contain '.', NUL or start with '$'"
+                )
             _check_storable(item, f"{where}.{key}", depth + 1)
     elif isinstance(value, list):
         for index, item in enumerate(value):
@@ -71,7 +73,9 @@ class CourierEvent(BaseModel):
     eventId: Identifier  # noqa: N815
     eventType: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[a-z][a-z0-9_.-]*$")]  # noqa: N815
     occurredAt: AwareDatetime  # noqa: N815
-    source: Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9][a-z0-9_-]*$")] | None = None
+    source: (
+        Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9][a-z0-9_-]*$")] | None
+    ) = None
     idempotencyKey: Annotated[str, Field(min_length=1, max_length=256, pattern=_ID)] | None = None  # noqa: N815
     payload: ShipmentPayload
 
@@ -102,7 +106,7 @@ def parse_event(raw: bytes, path_source: str, *, default_source: str) -> Courier
         event = CourierEvent.model_validate_json(raw)
     except ValidationError as error:
         raise EventError(_describe(error)) from None
-    if event.source is not None and path_source != default_source and event.source != path_source:
+    if event.source is not None and path_source not in {default_source, event.source}:
         raise EventError(
             f"source: '{event.source}' does not match the source of the URL '{path_source}'"
         )

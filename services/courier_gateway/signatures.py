@@ -87,8 +87,8 @@ def verify(
 ) -> str:
     """Check a request's signature; return the matching key id or raise :class:`SignatureError`."""
     if scheme is Scheme.STANDARD_WEBHOOKS:
-        return _verify_standard_webhooks(keys, headers, body, now, tolerance_seconds)
-    return _verify_x_signature(scheme, keys, headers, body, now, tolerance_seconds)
+        return _verify_standard_webhooks(keys, headers, body, now=now, tolerance=tolerance_seconds)
+    return _verify_x_signature(scheme, keys, headers, body, now=now, tolerance=tolerance_seconds)
 
 
 def _single(headers: HeaderGetter, name: str, *, required: bool = True) -> str | None:
@@ -127,6 +127,7 @@ def _verify_x_signature(
     keys: Sequence[Key],
     headers: HeaderGetter,
     body: bytes,
+    *,
     now: float,
     tolerance: int,
 ) -> str:
@@ -167,12 +168,14 @@ def _verify_x_signature(
 
 
 def _verify_standard_webhooks(
-    keys: Sequence[Key], headers: HeaderGetter, body: bytes, now: float, tolerance: int
+    keys: Sequence[Key], headers: HeaderGetter, body: bytes, *, now: float, tolerance: int
 ) -> str:
     webhook_id = _single(headers, "webhook-id")
     assert webhook_id is not None
     if not _WEBHOOK_ID.match(webhook_id):
-        raise SignatureError("malformed_header", "header webhook-id must be 1-256 printable characters")
+        raise SignatureError(
+            "malformed_header", "header webhook-id must be 1-256 printable characters"
+        )
     timestamp = _timestamp(headers, "webhook-timestamp", now, tolerance)
     header = _single(headers, "webhook-signature")
     assert header is not None

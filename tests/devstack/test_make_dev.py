@@ -68,7 +68,12 @@ def test_printed_curl_works_and_stop_leaves_nothing(tmp_path: Path, stop_signal:
         names = " ".join(" ".join(child.cmdline()) for child in children)
         assert "redis-server" in names and "nx-27017" in names and "ingress" in names
 
-        result = subprocess.run(["bash", "-c", curl + " -w '\\n%{http_code}'"], capture_output=True, text=True, timeout=30)
+        result = subprocess.run(
+            ["bash", "-c", curl + " -w '\\n%{http_code}'"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         body, _, status = result.stdout.rpartition("\n")
         assert status == "202", result.stdout + result.stderr
         assert orjson.loads(body)["acknowledged"] is True

@@ -41,7 +41,9 @@ def test_limit_is_shared_by_two_ingress_processes(
     def post(index: int) -> int:
         url = (first if index % 2 else second).url
         body, headers = signed(event(source="ups"), SECRET)
-        return httpx.post(f"{url}/v1/events/ups", content=body, headers=headers, timeout=10).status_code
+        return httpx.post(
+            f"{url}/v1/events/ups", content=body, headers=headers, timeout=10
+        ).status_code
 
     started = time.monotonic()
     with ThreadPoolExecutor(8) as pool:
@@ -55,4 +57,7 @@ def test_limit_is_shared_by_two_ingress_processes(
 
     # Another source on the same processes is not limited.
     body, headers = signed(event(), SECRET)
-    assert httpx.post(f"{first.url}/v1/events/courier", content=body, headers=headers).status_code == 202
+    assert (
+        httpx.post(f"{first.url}/v1/events/courier", content=body, headers=headers).status_code
+        == 202
+    )

@@ -49,7 +49,8 @@ def assert_unavailable(response: httpx.Response, elapsed: float) -> None:
 
 def test_redis_stopped_then_restarted(start: StartGateway, own_redis: RedisServer) -> None:
     ingress = start(
-        "ingress", base_env(own_redis.url, SIGNING_SECRET=SECRET, ENQUEUE_TIMEOUT_MS=str(TIMEOUT_MS))
+        "ingress",
+        base_env(own_redis.url, SIGNING_SECRET=SECRET, ENQUEUE_TIMEOUT_MS=str(TIMEOUT_MS)),
     )
     pid = ingress.child.process.pid
     assert post(ingress.url)[0].status_code == 202
@@ -73,7 +74,8 @@ def test_redis_hung_answers_503_within_the_enqueue_timeout(
     start: StartGateway, own_redis: RedisServer
 ) -> None:
     ingress = start(
-        "ingress", base_env(own_redis.url, SIGNING_SECRET=SECRET, ENQUEUE_TIMEOUT_MS=str(TIMEOUT_MS))
+        "ingress",
+        base_env(own_redis.url, SIGNING_SECRET=SECRET, ENQUEUE_TIMEOUT_MS=str(TIMEOUT_MS)),
     )
     assert post(ingress.url)[0].status_code == 202
     assert own_redis.child is not None

@@ -53,7 +53,9 @@ def post(client: httpx.Client, source: str, body: bytes, headers: dict[str, str]
     return client.post(f"/v1/events/{source}", content=body, headers=headers)
 
 
-def assert_refused(response: httpx.Response, status: int, code: str, mentions: str) -> dict[str, Any]:
+def assert_refused(
+    response: httpx.Response, status: int, code: str, mentions: str
+) -> dict[str, Any]:
     assert response.status_code == status, response.text
     document = response.json()
     assert document["acknowledged"] is False
@@ -181,13 +183,19 @@ def test_payload_too_large(client, stream) -> None:
 
 
 @pytest.mark.parametrize(
-    "content_type", ["text/plain", "application/x-www-form-urlencoded", "application/json; charset=latin-1"]
+    "content_type",
+    ["text/plain", "application/x-www-form-urlencoded", "application/json; charset=latin-1"],
 )
 def test_unsupported_media_type(client, stream, content_type) -> None:
     body, headers = signed(event(), COURIER_SECRET)
     headers["content-type"] = content_type
     before = stream.length()
-    assert_refused(post(client, "courier", body, headers), 415, "UNSUPPORTED_MEDIA_TYPE", "content-type" if "charset" not in content_type else "utf-8")
+    assert_refused(
+        post(client, "courier", body, headers),
+        415,
+        "UNSUPPORTED_MEDIA_TYPE",
+        "content-type" if "charset" not in content_type else "utf-8",
+    )
     assert stream.length() == before
 
 

@@ -44,7 +44,9 @@ def refused(response: httpx.Response, mentions: str) -> None:
 
 
 @pytest.mark.parametrize(("source", "secret", "scheme", "timestamp_header"), SCHEMES)
-def test_signature_is_bound_to_its_timestamp(client, stream_length, source, secret, scheme, timestamp_header) -> None:
+def test_signature_is_bound_to_its_timestamp(
+    client, stream_length, source, secret, scheme, timestamp_header
+) -> None:
     now = int(time.time())
     body, headers = signed(event(source=source), secret, scheme=scheme, timestamp=now - 60)
     headers[timestamp_header] = str(now)  # fresh timestamp, signature made for the old one
@@ -55,8 +57,12 @@ def test_signature_is_bound_to_its_timestamp(client, stream_length, source, secr
 
 @pytest.mark.parametrize(("source", "secret", "scheme", "timestamp_header"), SCHEMES)
 @pytest.mark.parametrize(("offset", "mentions"), [(-301, "in the past"), (301, "in the future")])
-def test_timestamp_outside_tolerance(client, source, secret, scheme, timestamp_header, offset, mentions) -> None:
-    body, headers = signed(event(source=source), secret, scheme=scheme, timestamp=int(time.time()) + offset)
+def test_timestamp_outside_tolerance(
+    client, source, secret, scheme, timestamp_header, offset, mentions
+) -> None:
+    body, headers = signed(
+        event(source=source), secret, scheme=scheme, timestamp=int(time.time()) + offset
+    )
     response = client.post(f"/v1/events/{source}", content=body, headers=headers)
     refused(response, mentions)
     assert timestamp_header in response.json()["message"]
@@ -64,9 +70,13 @@ def test_timestamp_outside_tolerance(client, source, secret, scheme, timestamp_h
 
 
 @pytest.mark.parametrize(("source", "secret", "scheme", "timestamp_header"), SCHEMES)
-def test_timestamp_inside_tolerance_both_ways(client, source, secret, scheme, timestamp_header) -> None:
+def test_timestamp_inside_tolerance_both_ways(
+    client, source, secret, scheme, timestamp_header
+) -> None:
     for offset in (-290, 290):
-        body, headers = signed(event(source=source), secret, scheme=scheme, timestamp=int(time.time()) + offset)
+        body, headers = signed(
+            event(source=source), secret, scheme=scheme, timestamp=int(time.time()) + offset
+        )
         assert client.post(f"/v1/events/{source}", content=body, headers=headers).status_code == 202
 
 
@@ -78,7 +88,9 @@ def test_body_tampering_is_refused_for_every_scheme(client) -> None:
     ]:
         body, headers = signed(event(source=source), secret, scheme=scheme)
         tampered = body.replace(b"in_transit", b"delivered")
-        refused(client.post(f"/v1/events/{source}", content=tampered, headers=headers), "does not match")
+        refused(
+            client.post(f"/v1/events/{source}", content=tampered, headers=headers), "does not match"
+        )
 
 
 def test_legacy_signature_is_refused_where_the_source_did_not_opt_in(client, stream_length) -> None:
@@ -112,7 +124,10 @@ def test_sha512_is_accepted(client) -> None:
         (lambda h: h.pop("x-signature"), "missing header x-signature"),
         (lambda h: h.pop("x-signature-timestamp"), "missing header x-signature-timestamp"),
         (lambda h: h.update({"x-signature-timestamp": "yesterday"}), "unix seconds"),
-        (lambda h: h.update({"x-signature-algorithm": "md5"}), "x-signature-algorithm must be one of"),
+        (
+            lambda h: h.update({"x-signature-algorithm": "md5"}),
+            "x-signature-algorithm must be one of",
+        ),
         (lambda h: h.update({"x-signature": "zz"}), "64 hex digits"),
         (lambda h: h.update({"x-signature": "0" * 64}), "does not match"),
     ],
@@ -125,7 +140,7 @@ def test_v1_failures_name_the_check(client, change, mentions) -> None:
 
 def test_duplicate_signature_header_is_refused(client) -> None:
     body, headers = signed(event(), COURIER_SECRET)
-    pairs = list(headers.items()) + [("x-signature", headers["x-signature"])]
+    pairs = [*headers.items(), ("x-signature", headers["x-signature"])]
     refused(client.post("/v1/events/courier", content=body, headers=pairs), "more than once")
 
 

@@ -50,8 +50,19 @@ class RedisServer:
         assert binary, "redis-server is not installed (make test installs it)"
         self.child = start_child(
             "redis",
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.directory)],
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+            ],
             log_file=self.directory / "redis.log",
         )
         assert wait_until(lambda: _tcp_open(self.port), timeout=10, child=self.child)
@@ -81,9 +92,17 @@ class StoreServer:
         binary = shutil.which("nx-27017") or str(Path(sys.executable).parent / "nx-27017")
         self.child = start_child(
             "store",
-            [binary, "--db", str(self.directory / "store.sqlite"), "-p", str(self.port),
-             "--log-file", str(self.directory / "store.log"),
-             "--pid-file", str(self.directory / "store.pid")],
+            [
+                binary,
+                "--db",
+                str(self.directory / "store.sqlite"),
+                "-p",
+                str(self.port),
+                "--log-file",
+                str(self.directory / "store.log"),
+                "--pid-file",
+                str(self.directory / "store.pid"),
+            ],
             log_file=self.directory / "store.out",
         )
         assert wait_until(lambda: _tcp_open(self.port), timeout=30, child=self.child)
@@ -132,6 +151,7 @@ def start_gateway(
     )
     process = GatewayProcess(child, dict(full_env), log_path)
     if wait_ready:
+
         def ready() -> bool:
             try:
                 return httpx.get(f"{process.url}/ready", timeout=1).status_code == 200

@@ -21,7 +21,11 @@ def event(**overrides: Any) -> dict[str, Any]:
         "eventId": f"evt_{suffix}",
         "eventType": "shipment.status.updated",
         "occurredAt": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
-        "payload": {"shipmentId": f"shp_{suffix}", "orderId": f"ord_{suffix}", "status": "in_transit"},
+        "payload": {
+            "shipmentId": f"shp_{suffix}",
+            "orderId": f"ord_{suffix}",
+            "status": "in_transit",
+        },
     }
     document.update(overrides)
     return document

@@ -1,4 +1,4 @@
-"""The sources the shared test ingress is configured with: one per scheme, plus a rate-limited one."""
+"""The shared test ingress's sources: one per scheme, plus a rate-limited one."""
 
 from __future__ import annotations
 

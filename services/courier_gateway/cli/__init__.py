@@ -42,18 +42,22 @@ def _run_dev(args: argparse.Namespace) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="courier-gateway",
-        description="Courier Gateway: signed courier webhooks in, exactly-once shipment updates out.",
+        description="Courier Gateway: signed courier webhooks in, exactly-once updates out.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    ingress = commands.add_parser("ingress", help="run the HTTP ingress (settings from the environment)")
+    ingress = commands.add_parser(
+        "ingress", help="run the HTTP ingress (settings from the environment)"
+    )
     ingress.set_defaults(handler=_run_ingress)
 
     dev = commands.add_parser(
         "dev", help="run the whole gateway locally with a private Redis and an embedded store"
     )
-    dev.add_argument("--data-dir", default=".data", help="where the local stack keeps its data (.data)")
+    dev.add_argument(
+        "--data-dir", default=".data", help="where the local stack keeps its data (.data)"
+    )
     dev.set_defaults(handler=_run_dev)
 
     from courier_gateway.cli.sign import add_arguments

@@ -30,7 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "event_file", nargs="?", type=Path, help="JSON event to sign (default: a generated sample)"
     )
     parser.add_argument("--source", default=DEFAULT_SOURCE, help="source to post to (courier)")
-    parser.add_argument("--scheme", choices=[scheme.value for scheme in Scheme], help="signature scheme")
+    parser.add_argument(
+        "--scheme", choices=[scheme.value for scheme in Scheme], help="signature scheme"
+    )
     parser.add_argument("--secret", help="signing secret (default: from the configuration)")
     parser.add_argument("--algorithm", choices=sorted(ALGORITHMS), default="hmac-sha256")
     parser.add_argument("--url", help="gateway base URL (default: http://API_HOST:API_PORT)")
@@ -45,7 +47,11 @@ def sample_event(source: str) -> dict[str, Any]:
         "eventType": "shipment.status.updated",
         "occurredAt": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "source": source,
-        "payload": {"shipmentId": f"shp_{suffix}", "orderId": f"ord_{suffix}", "status": "in_transit"},
+        "payload": {
+            "shipmentId": f"shp_{suffix}",
+            "orderId": f"ord_{suffix}",
+            "status": "in_transit",
+        },
     }
 
 

@@ -8,11 +8,14 @@ __all__ = ["ConfigError", "describe_validation_error"]
 
 
 class ConfigError(Exception):
-    """A configuration value is missing or invalid; the message names it and says what is expected."""
+    """A configuration value is missing or invalid; the message names it and what is expected."""
 
 
 def describe_validation_error(
-    error: ValidationError, *, names: dict[str, str] | None = None, secret: frozenset[str] = frozenset()
+    error: ValidationError,
+    *,
+    names: dict[str, str] | None = None,
+    secret: frozenset[str] = frozenset(),
 ) -> str:
     """Render the first problem of a pydantic error as ``NAME: what is wrong (got 'value')``.
 
@@ -28,7 +31,11 @@ def describe_validation_error(
     if first["type"] == "missing":
         message = "is required"
     got = first.get("input")
-    if first["type"] != "missing" and where.split(".")[0] not in secret and isinstance(got, str | int):
+    if (
+        first["type"] != "missing"
+        and where.split(".")[0] not in secret
+        and isinstance(got, str | int)
+    ):
         shown = str(got)
         shown = shown if len(shown) <= 60 else shown[:57] + "..."
         message = f"{message} (got {shown!r})"

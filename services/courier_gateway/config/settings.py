@@ -56,7 +56,9 @@ class Settings(BaseModel):
     secrets_reload_seconds: Annotated[float, Field(ge=0.1, le=60)] = Field(
         1.0, alias="SECRETS_RELOAD_SECONDS"
     )
-    queue_stream: str = Field("courier-events", alias="QUEUE_STREAM", pattern=r"^[A-Za-z0-9:._-]{1,128}$")
+    queue_stream: str = Field(
+        "courier-events", alias="QUEUE_STREAM", pattern=r"^[A-Za-z0-9:._-]{1,128}$"
+    )
     shutdown_grace_seconds: Annotated[float, Field(ge=0, le=600)] = Field(
         15.0, alias="SHUTDOWN_GRACE_SECONDS"
     )

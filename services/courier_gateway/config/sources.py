@@ -53,7 +53,7 @@ class Key:
 
 @dataclass(frozen=True, slots=True)
 class RateLimit:
-    """A token bucket: ``per_second`` sustained, ``burst`` at once; shared by all ingress processes."""
+    """A token bucket, ``per_second`` sustained and ``burst`` at once, shared by all processes."""
 
     per_second: float
     burst: int
@@ -171,7 +171,8 @@ def _source_from_file(path: Path, name: str, spec: _SourceFile, settings: Settin
     if spec.secretsDir is not None:
         if not spec.secretsDir.is_dir():
             raise ConfigError(
-                f"SOURCES_FILE {path}: sources.{name}.secretsDir: {spec.secretsDir} is not a directory"
+                f"SOURCES_FILE {path}: sources.{name}.secretsDir:"
+                f" {spec.secretsDir} is not a directory"
             )
         dir_keys, problems = read_key_dir(spec.secretsDir, spec.scheme)
         if problems:
@@ -199,7 +200,9 @@ def read_key_dir(directory: Path, scheme: Scheme) -> tuple[tuple[Key, ...], list
         if entry.name.startswith(".") or not entry.is_file():
             continue
         if not _KEY_ID_RE.match(entry.name):
-            problems.append(f"{entry}: a key file name is the key id (letters, digits, '.', '_', '-')")
+            problems.append(
+                f"{entry}: a key file name is the key id (letters, digits, '.', '_', '-')"
+            )
             continue
         try:
             keys.append(Key(entry.name, decode_secret(scheme, entry.read_text(encoding="utf-8"))))
@@ -214,7 +217,7 @@ def _merge(inline: tuple[Key, ...], from_dir: tuple[Key, ...]) -> tuple[Key, ...
 
 
 def load_sources(settings: Settings) -> dict[str, Source]:
-    """Build every source from ``SIGNING_SECRET`` and ``SOURCES_FILE``; raise :class:`ConfigError`."""
+    """Build every source from ``SIGNING_SECRET`` and ``SOURCES_FILE``, or raise ConfigError."""
     sources: dict[str, Source] = {}
     if settings.sources_file is not None:
         parsed = _read_sources_file(settings.sources_file)
@@ -269,7 +272,10 @@ class KeyRing:
             from_dir, problems = read_key_dir(source.secrets_dir, source.scheme)
             if tuple(problems) != self._problems.get(source.name, ()):
                 for problem in problems:
-                    log.warning("skipping a signing key file", extra={"source": source.name, "problem": problem})
+                    log.warning(
+                        "skipping a signing key file",
+                        extra={"source": source.name, "problem": problem},
+                    )
                 self._problems[source.name] = tuple(problems)
             keys = _merge(source.inline_keys, from_dir)
             if keys != source.keys:

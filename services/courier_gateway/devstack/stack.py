@@ -18,7 +18,13 @@ import orjson
 from courier_gateway.cli.sign import build_request, curl_command, sample_event
 from courier_gateway.config import ConfigError, Settings, load_sources
 from courier_gateway.config.sources import DEFAULT_SOURCE
-from courier_gateway.devstack.processes import Child, free_port, port_is_free, start_child, wait_until
+from courier_gateway.devstack.processes import (
+    Child,
+    free_port,
+    port_is_free,
+    start_child,
+    wait_until,
+)
 
 __all__ = ["run"]
 
@@ -58,8 +64,21 @@ def _start_redis(data_dir: Path, children: list[Child]) -> str:
     redis_dir.mkdir(exist_ok=True)
     child = start_child(
         "redis",
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(redis_dir),
-         "--appendonly", "yes", "--appendfsync", "everysec", "--save", ""],
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(redis_dir),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--save",
+            "",
+        ],
         log_file=data_dir / "redis.log",
     )
     children.append(child)
@@ -70,13 +89,23 @@ def _start_redis(data_dir: Path, children: list[Child]) -> str:
 
 def _start_store(data_dir: Path, children: list[Child]) -> str:
     binary = _executable(
-        "nx-27017", "install the embedded store (pip install 'courier-gateway[embedded]') or set MONGO_URI"
+        "nx-27017",
+        "install the embedded store (pip install 'courier-gateway[embedded]') or set MONGO_URI",
     )
     port = free_port()
     child = start_child(
         "store",
-        [binary, "--db", str(data_dir / "store.sqlite"), "-p", str(port),
-         "--log-file", str(data_dir / "store.log"), "--pid-file", str(data_dir / "store.pid")],
+        [
+            binary,
+            "--db",
+            str(data_dir / "store.sqlite"),
+            "-p",
+            str(port),
+            "--log-file",
+            str(data_dir / "store.log"),
+            "--pid-file",
+            str(data_dir / "store.pid"),
+        ],
         log_file=data_dir / "store.out",
     )
     children.append(child)
@@ -147,7 +176,9 @@ def run(*, data_dir: str) -> int:
             env["MONGO_URI"] = _start_store(directory, children)
         effective = Settings.from_env(env)
         load_sources(effective)  # a bad sources file stops us here with its message
-        ingress = start_child("ingress", [sys.executable, "-m", "courier_gateway", "ingress"], env=env)
+        ingress = start_child(
+            "ingress", [sys.executable, "-m", "courier_gateway", "ingress"], env=env
+        )
         children.append(ingress)
         url = f"http://{settings.api_host}:{settings.api_port}"
         if not wait_until(lambda: _ready(url), timeout=_START_TIMEOUT, child=ingress):
@@ -158,7 +189,8 @@ def run(*, data_dir: str) -> int:
             for child in children:
                 if child.process.poll() is not None:
                     sys.stderr.write(
-                        f"courier-gateway dev: {child.name} exited with {child.process.returncode}\n"
+                        f"courier-gateway dev: {child.name} exited"
+                        f" with {child.process.returncode}\n"
                     )
                     return 1
         return 0

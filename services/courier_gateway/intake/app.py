@@ -12,10 +12,13 @@ import asyncio
 import itertools
 import logging
 from functools import partial
+from types import SimpleNamespace
+from typing import Any
 
 from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 from sanic import Request, Sanic
+from sanic.config import Config
 from sanic.exceptions import (
     BadRequest,
     MethodNotAllowed,
@@ -40,9 +43,12 @@ __all__ = ["create_app", "serve"]
 log = logging.getLogger(__name__)
 _names = itertools.count()
 
+#: The application type: Sanic with its default config and context types.
+App = Sanic[Config, SimpleNamespace]
+
 
 class _JsonErrors(ErrorHandler):
-    """Every error Sanic raises itself (404, 405, 413, malformed HTTP) in the intake's JSON shape."""
+    """Errors Sanic raises itself (404, 405, 413, malformed HTTP) in the intake's JSON shape."""
 
     def default(self, request: Request, exception: Exception) -> HTTPResponse:
         trace = TraceContext.from_headers(
@@ -63,24 +69,27 @@ class _JsonErrors(ErrorHandler):
         return error_response(status, code, message, trace.public_id)
 
 
+_SANIC_ERRORS: tuple[tuple[type[Exception], int, str, str], ...] = (
+    (NotFound, 404, "NOT_FOUND", "no such endpoint; events go to POST /v1/events/{source}"),
+    (MethodNotAllowed, 405, "METHOD_NOT_ALLOWED", "this endpoint does not accept that method"),
+    (RequestTimeout, 408, "REQUEST_TIMEOUT", "the request was not received in time"),
+    (BadRequest, 400, "INVALID_REQUEST", "the HTTP request is malformed"),
+)
+
+
 def _describe(request: Request, exception: Exception) -> tuple[int, str, str]:
     if isinstance(exception, PayloadTooLarge):
         limit = request.app.config.REQUEST_MAX_SIZE
         return 413, "PAYLOAD_TOO_LARGE", f"the body exceeds {limit} bytes (MAX_BODY_BYTES)"
-    if isinstance(exception, NotFound):
-        return 404, "NOT_FOUND", "no such endpoint; events go to POST /v1/events/{source}"
-    if isinstance(exception, MethodNotAllowed):
-        return 405, "METHOD_NOT_ALLOWED", "this endpoint does not accept that method"
-    if isinstance(exception, RequestTimeout):
-        return 408, "REQUEST_TIMEOUT", "the request was not received in time"
-    if isinstance(exception, BadRequest):
-        return 400, "INVALID_REQUEST", "the HTTP request is malformed"
+    for kind, status, code, message in _SANIC_ERRORS:
+        if isinstance(exception, kind):
+            return status, code, message
     if isinstance(exception, SanicException) and 400 <= exception.status_code < 500:
         return exception.status_code, "INVALID_REQUEST", "the request was refused"
     return 500, "INTERNAL_ERROR", "an unexpected error occurred; it has been logged"
 
 
-def create_app(settings: Settings, *, name: str | None = None) -> Sanic:
+def create_app(settings: Settings, *, name: str | None = None) -> App:
     """Build the ingress application for one process.
 
     Sources are loaded here (each process reads them itself); a bad sources file raises
@@ -105,7 +114,7 @@ def create_app(settings: Settings, *, name: str | None = None) -> Sanic:
     )
     app.blueprint(routes)
 
-    async def open_clients(app: Sanic) -> None:
+    async def open_clients(app: App) -> None:
         assert settings.redis_url is not None
         timeout = settings.enqueue_timeout_ms / 1000
         redis = Redis.from_url(
@@ -116,28 +125,34 @@ def create_app(settings: Settings, *, name: str | None = None) -> Sanic:
         )
         writer = IntakeWriter(redis, settings.queue_stream, timeout_seconds=timeout)
         writer.start()
-        store = (
+        store: AsyncMongoClient[dict[str, Any]] | None = (
             AsyncMongoClient(settings.mongo_uri, serverSelectionTimeoutMS=1000, connect=False)
             if settings.mongo_uri
             else None
         )
-        state = IntakeState(settings=settings, keyring=keyring, redis=redis, writer=writer, store=store)
+        state = IntakeState(
+            settings=settings, keyring=keyring, redis=redis, writer=writer, store=store
+        )
         await state.probe()
         state.start_background()
         app.ctx.state = state
         log.info(
             "ingress started",
-            extra={"sources": keyring.names(), "redis": state.health.redis, "store": state.health.store},
+            extra={
+                "sources": keyring.names(),
+                "redis": state.health.redis,
+                "store": state.health.store,
+            },
         )
 
-    async def start_draining(app: Sanic) -> None:
+    async def start_draining(app: App) -> None:
         state: IntakeState = app.ctx.state
         state.draining = True
         log.info("draining", extra={"delaySeconds": settings.shutdown_delay_seconds})
         if settings.shutdown_delay_seconds:
             await asyncio.sleep(settings.shutdown_delay_seconds)
 
-    async def close_clients(app: Sanic) -> None:
+    async def close_clients(app: App) -> None:
         state: IntakeState = app.ctx.state
         await state.stop_background()
         await state.writer.close()

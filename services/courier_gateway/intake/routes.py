@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
-from functools import partial
 from datetime import UTC, datetime
+from functools import partial
 from importlib import resources
 from typing import Any
 
@@ -72,7 +72,11 @@ async def receive_event(request: Request, source: str) -> HTTPResponse:
 
 
 async def _accept(
-    state: IntakeState, request: Request, source_name: str, trace: TraceContext, context: dict[str, Any]
+    state: IntakeState,
+    request: Request,
+    source_name: str,
+    trace: TraceContext,
+    context: dict[str, Any],
 ) -> HTTPResponse:
     source = state.keyring.get(source_name)
     if source is None:
@@ -97,7 +101,7 @@ async def _accept(
     except EventError as error:
         raise IntakeError(400, "INVALID_PAYLOAD", str(error)) from None
     context.update(eventId=event.eventId, keyId=key_id)
-    assert event.idempotencyKey is not None and event.source is not None
+    assert event.idempotencyKey is not None
     received_at = _received_at()
     settings = state.settings
     limit = source.rate_limit

@@ -140,13 +140,17 @@ class IntakeWriter:
                 if isinstance(outcome, WriteOutcome):
                     future.set_result(outcome)
                 else:
-                    future.set_exception(IntakeUnavailableError(f"Redis refused the write ({outcome})"))
+                    future.set_exception(
+                        IntakeUnavailableError(f"Redis refused the write ({outcome})")
+                    )
 
     async def _send(self, batch: list[WriteRequest]) -> list[WriteOutcome | Exception]:
         if self._sha is None:
             self._sha = str(await self._redis.script_load(_SCRIPT))
         results: list[WriteOutcome | Exception] = await self._run(batch)
-        missing = [index for index, result in enumerate(results) if isinstance(result, NoScriptError)]
+        missing = [
+            index for index, result in enumerate(results) if isinstance(result, NoScriptError)
+        ]
         if missing:
             # Redis restarted and lost its script cache; NOSCRIPT means nothing ran, so resend.
             self._sha = str(await self._redis.script_load(_SCRIPT))

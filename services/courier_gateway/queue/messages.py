@@ -1,8 +1,8 @@
-"""The message format on the stream: a plain taskiq message, so the worker is an ordinary taskiq task.
+"""The message on the stream: a plain taskiq message, so the worker is an ordinary taskiq task.
 
 The ingress builds the bytes itself instead of going through ``task.kiq()``: that path validates
 and re-serialises a pydantic model per event, which costs more than everything else the intake does.
-The output is exactly what taskiq's JSON formatter would produce, and the tests decode it with taskiq.
+The output is what taskiq's JSON formatter would produce, and the tests decode it with taskiq.
 """
 
 from __future__ import annotations
