@@ -85,7 +85,8 @@ def curl_command(url: str, headers: dict[str, str], body: bytes) -> str:
 def _resolve(args: argparse.Namespace, settings: Settings) -> tuple[Scheme, bytes]:
     scheme = Scheme(args.scheme) if args.scheme else None
     if args.secret:
-        scheme = scheme or Scheme.V1
+        # Sign the way the gateway will verify: the source's configured scheme, if any.
+        scheme = scheme or _configured_scheme(args.source, settings) or Scheme.V1
         try:
             return scheme, decode_secret(scheme, args.secret)
         except ValueError as error:
@@ -97,6 +98,14 @@ def _resolve(args: argparse.Namespace, settings: Settings) -> tuple[Scheme, byte
             " or configure it (SIGNING_SECRET, SOURCES_FILE)"
         )
     return scheme or source.scheme, source.keys[0].secret
+
+
+def _configured_scheme(source: str, settings: Settings) -> Scheme | None:
+    try:
+        found = load_sources(settings).get(source)
+    except ConfigError:
+        return None
+    return found.scheme if found else None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -19,8 +19,8 @@ def describe_validation_error(
 ) -> str:
     """Render the first problem of a pydantic error as ``NAME: what is wrong (got 'value')``.
 
-    ``names`` maps field names to the names users know (environment variables); fields listed in
-    ``secret`` never have their value echoed.
+    ``names`` maps field names to the names users know (environment variables); a value whose
+    path contains a name listed in ``secret`` is never echoed.
     """
     first = error.errors(include_url=False)[0]
     path = [str(part) for part in first["loc"]]
@@ -31,11 +31,7 @@ def describe_validation_error(
     if first["type"] == "missing":
         message = "is required"
     got = first.get("input")
-    if (
-        first["type"] != "missing"
-        and where.split(".")[0] not in secret
-        and isinstance(got, str | int)
-    ):
+    if first["type"] != "missing" and not set(path) & secret and isinstance(got, str | int):
         shown = str(got)
         shown = shown if len(shown) <= 60 else shown[:57] + "..."
         message = f"{message} (got {shown!r})"

@@ -135,11 +135,15 @@ def _read_sources_file(path: Path) -> _SourcesFile:
         raise ConfigError(f"SOURCES_FILE {path}: cannot be read ({error.strerror})") from None
     except (yaml.YAMLError, UnicodeDecodeError) as error:
         reason = str(error).splitlines()[0]
+        mark = getattr(error, "problem_mark", None)
+        if mark is not None:
+            reason += f" at line {mark.line + 1}, column {mark.column + 1}"
         raise ConfigError(f"SOURCES_FILE {path}: not valid YAML ({reason})") from None
     try:
         parsed = _SourcesFile.model_validate(document)
     except ValidationError as error:
-        raise ConfigError(f"SOURCES_FILE {path}: {describe_validation_error(error)}") from None
+        problem = describe_validation_error(error, secret=frozenset({"value"}))
+        raise ConfigError(f"SOURCES_FILE {path}: {problem}") from None
     for name in parsed.sources:
         if not _SOURCE_NAME.match(name):
             raise ConfigError(
@@ -226,8 +230,8 @@ def load_sources(settings: Settings) -> dict[str, Source]:
     if settings.signing_secret is not None:
         if DEFAULT_SOURCE in sources:
             raise ConfigError(
-                f"SIGNING_SECRET: source '{DEFAULT_SOURCE}' is also defined in SOURCES_FILE;"
-                " configure it in one place"
+                f"SIGNING_SECRET: source '{DEFAULT_SOURCE}' is also defined in SOURCES_FILE"
+                f" {settings.sources_file}; configure it in one place"
             )
         key = Key("default", settings.signing_secret.get_secret_value().encode())
         sources[DEFAULT_SOURCE] = Source(
