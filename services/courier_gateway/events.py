@@ -8,10 +8,19 @@ transition) is the worker's business: such events are valid here and dead-letter
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 __all__ = ["CourierEvent", "EventError", "ShipmentPayload", "parse_event"]
 
@@ -21,6 +30,22 @@ _INT64_MAX = 2**63 - 1
 _MAX_DEPTH = 32
 
 Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=_ID)]
+
+# RFC 3339 date-time with seconds and a zone. pydantic alone would also take unix times given
+# as digit strings, dates without seconds and offsets without a colon.
+_RFC3339 = re.compile(
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+)
+
+
+def _rfc3339(value: object) -> object:
+    if not isinstance(value, str) or not _RFC3339.match(value):
+        raise ValueError("must be an RFC 3339 date-time with a zone, e.g. 2026-02-28T10:00:00Z")
+    return value
+
+
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
 
 
 class ShipmentPayload(BaseModel):
@@ -37,8 +62,7 @@ class ShipmentPayload(BaseModel):
         # Extra fields are stored in MongoDB and re-serialised: integers beyond 64 bits have no
         # BSON type and non-finite floats are not JSON, so both are refused here, not lost later.
         if self.model_extra:
-            for name, value in self.model_extra.items():
-                _check_storable(value, f"payload.{name}", 0)
+            _check_storable(self.model_extra, "payload", 0)
         return self
 
 
@@ -72,7 +96,7 @@ class CourierEvent(BaseModel):
 
     eventId: Identifier  # noqa: N815
     eventType: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[a-z][a-z0-9_.-]*$")]  # noqa: N815
-    occurredAt: AwareDatetime  # noqa: N815
+    occurredAt: Timestamp  # noqa: N815
     source: (
         Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9][a-z0-9_-]*$")] | None
     ) = None

@@ -90,12 +90,15 @@ class StoreServer:
         if self.external:
             return
         binary = shutil.which("nx-27017") or str(Path(sys.executable).parent / "nx-27017")
+        # One SQLite file per database: with a single --db file nx-27017 shares collections
+        # across database names, and each test uses its own database.
+        (self.directory / "data").mkdir(exist_ok=True)
         self.child = start_child(
             "store",
             [
                 binary,
-                "--db",
-                str(self.directory / "store.sqlite"),
+                "--data-dir",
+                str(self.directory / "data"),
                 "-p",
                 str(self.port),
                 "--log-file",

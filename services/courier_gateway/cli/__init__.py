@@ -27,6 +27,15 @@ def _run_ingress(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_worker(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from courier_gateway.config import Settings
+    from courier_gateway.worker.runtime import run_worker
+
+    return asyncio.run(run_worker(Settings.from_env()))
+
+
 def _run_sign(args: argparse.Namespace) -> int:
     from courier_gateway.cli.sign import run
 
@@ -51,6 +60,11 @@ def _parser() -> argparse.ArgumentParser:
         "ingress", help="run the HTTP ingress (settings from the environment)"
     )
     ingress.set_defaults(handler=_run_ingress)
+
+    worker = commands.add_parser(
+        "worker", help="run the queue worker (settings from the environment)"
+    )
+    worker.set_defaults(handler=_run_worker)
 
     dev = commands.add_parser(
         "dev", help="run the whole gateway locally with a private Redis and an embedded store"

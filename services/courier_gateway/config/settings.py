@@ -18,7 +18,7 @@ from courier_gateway.config._errors import ConfigError, describe_validation_erro
 
 __all__ = ["Settings"]
 
-_SECRET_VARIABLES = frozenset({"SIGNING_SECRET"})
+_SECRET_VARIABLES = frozenset({"SIGNING_SECRET", "DOWNSTREAM_SIGNING_SECRET"})
 
 
 class Settings(BaseModel):
@@ -67,6 +67,43 @@ class Settings(BaseModel):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="LOG_LEVEL")
 
+    # Worker.
+    worker_concurrency: Annotated[int, Field(ge=1, le=1000)] = Field(10, alias="WORKER_CONCURRENCY")
+    worker_idle_timeout_ms: Annotated[int, Field(ge=500, le=3_600_000)] = Field(
+        30000, alias="WORKER_IDLE_TIMEOUT_MS"
+    )
+    worker_drain_timeout_ms: Annotated[int, Field(ge=0, le=3_600_000)] = Field(
+        30000, alias="WORKER_DRAIN_TIMEOUT_MS"
+    )
+    worker_id: str | None = Field(None, alias="WORKER_ID", pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    stream_trim_interval_seconds: Annotated[float, Field(ge=0.1, le=3600)] = Field(
+        10.0, alias="STREAM_TRIM_INTERVAL_SECONDS"
+    )
+    store_timeout_ms: Annotated[int, Field(ge=100, le=120_000)] = Field(
+        5000, alias="STORE_TIMEOUT_MS"
+    )
+    retry_max_attempts: Annotated[int, Field(ge=1, le=100)] = Field(5, alias="RETRY_MAX_ATTEMPTS")
+    retry_base_delay_ms: Annotated[int, Field(ge=1, le=3_600_000)] = Field(
+        1000, alias="RETRY_BASE_DELAY_MS"
+    )
+    retry_max_delay_ms: Annotated[int, Field(ge=1, le=86_400_000)] = Field(
+        300_000, alias="RETRY_MAX_DELAY_MS"
+    )
+    retry_jitter: Annotated[float, Field(ge=0, le=1)] = Field(0.2, alias="RETRY_JITTER")
+
+    # Downstream delivery (optional).
+    downstream_url: str | None = Field(None, alias="DOWNSTREAM_URL")
+    downstream_signing_secret: SecretStr | None = Field(None, alias="DOWNSTREAM_SIGNING_SECRET")
+    downstream_timeout_ms: Annotated[int, Field(ge=10, le=120_000)] = Field(
+        5000, alias="DOWNSTREAM_TIMEOUT_MS"
+    )
+    breaker_failure_threshold: Annotated[int, Field(ge=1, le=1000)] = Field(
+        5, alias="BREAKER_FAILURE_THRESHOLD"
+    )
+    breaker_cooldown_seconds: Annotated[float, Field(ge=0.1, le=3600)] = Field(
+        30.0, alias="BREAKER_COOLDOWN_SECONDS"
+    )
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_level(cls, value: object) -> object:
@@ -86,7 +123,14 @@ class Settings(BaseModel):
             raise ValueError("expected a URI starting with mongodb:// or mongodb+srv://")
         return value
 
-    @field_validator("signing_secret")
+    @field_validator("downstream_url")
+    @classmethod
+    def _http_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("expected a URL starting with http:// or https://")
+        return value
+
+    @field_validator("signing_secret", "downstream_signing_secret")
     @classmethod
     def _secret_not_blank(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value().strip()) < 8:

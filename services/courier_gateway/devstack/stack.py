@@ -93,12 +93,15 @@ def _start_store(data_dir: Path, children: list[Child]) -> str:
         "install the embedded store (pip install 'courier-gateway[embedded]') or set MONGO_URI",
     )
     port = free_port()
+    # One SQLite file per database (a single --db file would share collections across names).
+    store_dir = data_dir / "store"
+    store_dir.mkdir(exist_ok=True)
     child = start_child(
         "store",
         [
             binary,
-            "--db",
-            str(data_dir / "store.sqlite"),
+            "--data-dir",
+            str(store_dir),
             "-p",
             str(port),
             "--log-file",

@@ -17,6 +17,7 @@ from typing import Any
 
 from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from sanic import Request, Sanic
 from sanic.config import Config
 from sanic.exceptions import (
@@ -37,6 +38,7 @@ from courier_gateway.intake.routes import routes
 from courier_gateway.intake.state import IntakeState
 from courier_gateway.observability import TraceContext, configure_logging
 from courier_gateway.queue import IntakeWriter
+from courier_gateway.queue.broker import ensure_consumer_group
 
 __all__ = ["create_app", "serve"]
 
@@ -123,6 +125,11 @@ def create_app(settings: Settings, *, name: str | None = None) -> App:
             socket_connect_timeout=timeout,
             health_check_interval=30,
         )
+        try:
+            # Created at id 0 before the first event, so no event predates the worker's group.
+            await ensure_consumer_group(redis, settings.queue_stream)
+        except (RedisError, OSError):
+            log.warning("Redis unavailable at start; the worker will create the consumer group")
         writer = IntakeWriter(redis, settings.queue_stream, timeout_seconds=timeout)
         writer.start()
         store: AsyncMongoClient[dict[str, Any]] | None = (

@@ -6,7 +6,11 @@
 """
 
 from courier_gateway.queue.intake_writer import IntakeWriter, WriteOutcome, WriteRequest
-from courier_gateway.queue.messages import PROCESS_EVENT_TASK, encode_event_message
+from courier_gateway.queue.messages import (
+    PROCESS_EVENT_TASK,
+    encode_event_message,
+    encode_message,
+)
 
 __all__ = [
     "PROCESS_EVENT_TASK",
@@ -14,4 +18,5 @@ __all__ = [
     "WriteOutcome",
     "WriteRequest",
     "encode_event_message",
+    "encode_message",
 ]

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["PROCESS_EVENT_TASK", "encode_event_message"]
+__all__ = ["PROCESS_EVENT_TASK", "encode_event_message", "encode_message"]
 
 PROCESS_EVENT_TASK = "courier_gateway.process_event"
 
@@ -35,9 +35,8 @@ def encode_event_message(
     traceparent: str,
     source: str,
     key_id: str,
-    replay: dict[str, Any] | None = None,
 ) -> bytes:
-    """Encode one event as a taskiq message for :data:`PROCESS_EVENT_TASK`.
+    """Encode one newly received event as a taskiq message for :data:`PROCESS_EVENT_TASK`.
 
     The W3C ``traceparent`` travels in the labels (where taskiq middlewares look for context);
     the envelope in the keyword arguments carries what the worker stores with the outcome.
@@ -49,13 +48,18 @@ def encode_event_message(
         "source": source,
         "keyId": key_id,
     }
-    if replay is not None:
-        envelope["replay"] = replay
+    return encode_message(
+        envelope, {"traceparent": traceparent, "traceId": trace_id, "source": source}
+    )
+
+
+def encode_message(envelope: dict[str, Any], labels: dict[str, Any]) -> bytes:
+    """Encode an envelope (new, retried or replayed) as a taskiq message."""
     return _dumps(
         {
             "task_id": uuid.uuid4().hex,
             "task_name": PROCESS_EVENT_TASK,
-            "labels": {"traceparent": traceparent, "traceId": trace_id, "source": source},
+            "labels": labels,
             "labels_types": None,
             "args": [],
             "kwargs": {"envelope": envelope},

@@ -1,0 +1,68 @@
+"""Keeping the stream bounded without losing anything: safe trimming and consumer clean-up.
+
+Trimming uses ``XTRIM MINID`` with the smallest id any consumer group still needs: the oldest
+pending (delivered, unacknowledged) entry, or the group's last-delivered id when nothing is
+pending. Everything below that id has been delivered and acknowledged by every group. The
+computation and the trim run in one script, so no delivery or acknowledgement can interleave.
+A stream with no consumer group is never trimmed: nobody has read it yet.
+
+Consumers that are gone (idle long past the reclaim timeout) are removed from the group only
+when they hold no pending entries; their pending entries are first reclaimed by live workers.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from redis.asyncio import Redis
+
+__all__ = ["remove_gone_consumers", "trim_acknowledged"]
+
+log = logging.getLogger(__name__)
+
+_TRIM = """
+local function older(a, b)
+  local ams, aseq = string.match(a, '(%d+)-(%d+)')
+  local bms, bseq = string.match(b, '(%d+)-(%d+)')
+  ams, aseq, bms, bseq = tonumber(ams), tonumber(aseq), tonumber(bms), tonumber(bseq)
+  return ams < bms or (ams == bms and aseq < bseq)
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
+if #groups == 0 then return -1 end
+local floor = nil
+for _, group in ipairs(groups) do
+  local info = {}
+  for i = 1, #group, 2 do info[group[i]] = group[i + 1] end
+  local needed = info['last-delivered-id']
+  local pending = redis.call('XPENDING', KEYS[1], info['name'])
+  if tonumber(pending[1]) > 0 and older(pending[2], needed) then needed = pending[2] end
+  if floor == nil or older(needed, floor) then floor = needed end
+end
+return redis.call('XTRIM', KEYS[1], 'MINID', floor)
+"""
+
+
+async def trim_acknowledged(redis: Redis, stream: str) -> int:
+    """Trim entries every group has acknowledged; return how many were removed (-1: no group)."""
+    removed = int(await redis.eval(_TRIM, 1, stream))
+    if removed > 0:
+        log.debug("stream trimmed", extra={"removed": removed})
+    return removed
+
+
+async def remove_gone_consumers(
+    redis: Redis, stream: str, group: str, *, idle_ms: int
+) -> list[str]:
+    """Delete consumers idle longer than ``idle_ms`` that hold nothing pending."""
+    removed: list[str] = []
+    for consumer in await redis.xinfo_consumers(stream, group):
+        name = (
+            consumer["name"].decode() if isinstance(consumer["name"], bytes) else consumer["name"]
+        )
+        if int(consumer["pending"]) == 0 and int(consumer["idle"]) > idle_ms:
+            await redis.xgroup_delconsumer(stream, group, name)
+            removed.append(name)
+    if removed:
+        log.info("removed consumers that are gone", extra={"consumers": removed})
+    return removed

@@ -1,0 +1,36 @@
+"""Opening the store: one pymongo client, Beanie initialised, indexes and TTLs ensured."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from beanie import init_beanie
+from pymongo import AsyncMongoClient
+
+from courier_gateway.config import Settings
+from courier_gateway.store.documents import ActiveShipment, DeadLetterEvent, ProcessedEvent
+
+__all__ = ["open_store"]
+
+
+async def open_store(settings: Settings) -> AsyncMongoClient[dict[str, Any]]:
+    """Connect, initialise Beanie and create the indexes (idempotent); return the client.
+
+    Timeouts are bounded by ``STORE_TIMEOUT_MS`` so a store outage surfaces as an error the
+    worker can retry, instead of a call that hangs for pymongo's default 30 s.
+    """
+    settings.require("MONGO_URI")
+    timeout = settings.store_timeout_ms
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        settings.mongo_uri,
+        tz_aware=True,
+        serverSelectionTimeoutMS=timeout,
+        connectTimeoutMS=timeout,
+        socketTimeoutMS=timeout,
+        maxPoolSize=max(10, settings.worker_concurrency * 2),
+    )
+    await init_beanie(
+        database=client[settings.mongo_db],
+        document_models=[ProcessedEvent, ActiveShipment, DeadLetterEvent],
+    )
+    return client

@@ -1,0 +1,134 @@
+"""The collections' documents, indexes and TTLs (DESIGN §6).
+
+Lists of sub-documents (attempts, history, replays) are always written whole with ``$set`` by
+the single holder of a lease or version, never appended with ``$push``: that keeps each write
+idempotent and works identically on MongoDB and on the embedded store.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar, Literal
+
+from beanie import Document
+from pydantic import BaseModel, Field
+from pymongo import ASCENDING, IndexModel
+
+__all__ = [
+    "LEDGER_TTL_SECONDS",
+    "ActiveShipment",
+    "AttemptRecord",
+    "DeadLetterEvent",
+    "HistoryEntry",
+    "ProcessedEvent",
+    "ReplayRecord",
+]
+
+LEDGER_TTL_SECONDS = 30 * 86400
+DEAD_LETTER_TTL_SECONDS = 90 * 86400
+
+
+class AttemptRecord(BaseModel):
+    """One processing attempt: when, where, and how it ended."""
+
+    number: int
+    round: int = 1
+    startedAt: datetime  # noqa: N815 - stored field names follow the API's camelCase
+    endedAt: datetime  # noqa: N815
+    worker: str
+    outcome: Literal["processed", "retry", "deferred", "dead_lettered"]
+    errorCode: str | None = None  # noqa: N815
+    errorMessage: str | None = None  # noqa: N815
+
+
+class ProcessedEvent(Document):
+    """The idempotency ledger: who holds an event (lease) and how it ended."""
+
+    idempotencyKey: str  # noqa: N815
+    eventId: str  # noqa: N815
+    source: str
+    shipmentId: str  # noqa: N815
+    traceId: str  # noqa: N815
+    status: Literal["processing", "processed", "dead_lettered"]
+    leaseOwner: str | None = None  # noqa: N815
+    leaseExpiresAt: datetime | None = None  # noqa: N815
+    appliedAt: datetime | None = None  # noqa: N815
+    processedAt: datetime | None = None  # noqa: N815
+    attempts: list[AttemptRecord] = Field(default_factory=list)
+    createdAt: datetime  # noqa: N815
+
+    class Settings:
+        name = "processed_events"
+        indexes: ClassVar[list[IndexModel]] = [
+            IndexModel([("idempotencyKey", ASCENDING)], unique=True),
+            IndexModel([("createdAt", ASCENDING)], expireAfterSeconds=LEDGER_TTL_SECONDS),
+        ]
+
+
+class HistoryEntry(BaseModel):
+    """One event applied to a shipment (current or not: older events join the history too)."""
+
+    idempotencyKey: str  # noqa: N815
+    eventId: str  # noqa: N815
+    eventType: str  # noqa: N815
+    status: str
+    occurredAt: datetime  # noqa: N815
+    source: str
+    receivedAt: str  # noqa: N815
+
+
+class ActiveShipment(Document):
+    """A shipment's current state (from its latest event) and its whole history."""
+
+    shipmentId: str  # noqa: N815
+    orderId: str | None = None  # noqa: N815
+    status: str
+    lastEventId: str  # noqa: N815
+    lastOccurredAt: datetime  # noqa: N815
+    #: ``occurredAt`` (UTC, fixed width) + ``|`` + ``eventId``: one string orders events totally.
+    lastEventOrder: str  # noqa: N815
+    version: int
+    history: list[HistoryEntry]
+    createdAt: datetime  # noqa: N815
+    updatedAt: datetime  # noqa: N815
+
+    class Settings:
+        name = "active_shipments"
+        indexes: ClassVar[list[IndexModel]] = [
+            IndexModel([("shipmentId", ASCENDING)], unique=True),
+        ]
+
+
+class ReplayRecord(BaseModel):
+    """One replay of a dead letter."""
+
+    requestId: str  # noqa: N815
+    at: datetime
+    by: str
+
+
+class DeadLetterEvent(Document):
+    """An event that could not be processed; one per idempotency key, re-opened on new failure."""
+
+    idempotencyKey: str  # noqa: N815
+    eventId: str  # noqa: N815
+    source: str
+    reasonCode: str  # noqa: N815
+    reasonMessage: str  # noqa: N815
+    attempts: list[AttemptRecord]
+    event: dict[str, Any]
+    traceId: str  # noqa: N815
+    receivedAt: str  # noqa: N815
+    keyId: str | None = None  # noqa: N815
+    reviewStatus: Literal["pending", "replayed", "discarded"]  # noqa: N815
+    deadLetteredAt: datetime  # noqa: N815
+    deadLetterCount: int = 1  # noqa: N815
+    replays: list[ReplayRecord] = Field(default_factory=list)
+
+    class Settings:
+        name = "dead_letter_events"
+        indexes: ClassVar[list[IndexModel]] = [
+            IndexModel([("idempotencyKey", ASCENDING)], unique=True),
+            IndexModel([("reviewStatus", ASCENDING), ("reasonCode", ASCENDING)]),
+            IndexModel([("deadLetteredAt", ASCENDING)], expireAfterSeconds=DEAD_LETTER_TTL_SECONDS),
+        ]

@@ -1,0 +1,158 @@
+"""The idempotency ledger (``processed_events``): an atomic claim with a lease per key.
+
+A claim succeeds for a new key (insert under the unique index) or for a key whose previous
+holder's lease has expired (a crashed worker) or was released after a failed attempt. A key that
+is processed is a duplicate. A key held under a live lease by someone else is *busy*: the caller
+defers the message until the lease expires instead of dropping it, because the holder may be
+dead and this copy may be the one that finishes the event. A replayed event may re-open a
+dead-lettered key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pymongo import ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError
+
+from courier_gateway.store import ProcessedEvent
+
+__all__ = ["Busy", "Claimed", "Duplicate", "Ledger"]
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """This worker holds the key; ``applied`` says the store step already ran in an earlier try."""
+
+    token: str
+    applied: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Duplicate:
+    """The key already reached a terminal state (``processed`` or ``dead_lettered``)."""
+
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class Busy:
+    """Another live holder has the key until ``until``."""
+
+    until: datetime
+
+
+def now() -> datetime:
+    """The current UTC time, rounded to the millisecond MongoDB stores."""
+    moment = datetime.now(UTC)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+class Ledger:
+    """Claims, releases and terminal marks on ``processed_events``."""
+
+    def __init__(self, *, lease_seconds: float) -> None:
+        self._lease = timedelta(seconds=lease_seconds)
+
+    @property
+    def collection(self) -> AsyncCollection[dict[str, Any]]:
+        """The pymongo collection behind the Beanie document."""
+        collection: AsyncCollection[dict[str, Any]] = ProcessedEvent.get_pymongo_collection()
+        return collection
+
+    async def claim(
+        self,
+        *,
+        key: str,
+        token: str,
+        event: dict[str, Any],
+        trace_id: str,
+        reopen_dead_letter: bool,
+    ) -> Claimed | Duplicate | Busy:
+        """Take the key for this attempt (one round trip for a new key)."""
+        moment = now()
+        lease_until = moment + self._lease
+        try:
+            await self.collection.insert_one(
+                {
+                    "idempotencyKey": key,
+                    "eventId": event["eventId"],
+                    "source": event["source"],
+                    "shipmentId": event["payload"]["shipmentId"],
+                    "traceId": trace_id,
+                    "status": "processing",
+                    "leaseOwner": token,
+                    "leaseExpiresAt": lease_until,
+                    "appliedAt": None,
+                    "processedAt": None,
+                    "attempts": [],
+                    "createdAt": moment,
+                }
+            )
+        except DuplicateKeyError:
+            pass
+        else:
+            return Claimed(token, applied=False)
+        takeable: list[dict[str, Any]] = [
+            {"status": "processing", "leaseExpiresAt": {"$lt": moment}},
+            {"status": "processing", "leaseExpiresAt": None},
+        ]
+        if reopen_dead_letter:
+            takeable.append({"status": "dead_lettered"})
+        document = await self.collection.find_one_and_update(
+            {"idempotencyKey": key, "$or": takeable},
+            {
+                "$set": {
+                    "status": "processing",
+                    "leaseOwner": token,
+                    "leaseExpiresAt": lease_until,
+                    "traceId": trace_id,
+                }
+            },
+            return_document=ReturnDocument.AFTER,
+        )
+        if document is not None:
+            return Claimed(token, applied=document.get("appliedAt") is not None)
+        existing = await self.collection.find_one({"idempotencyKey": key})
+        if existing is None:  # expired by TTL between our two calls: start over as new
+            return await self.claim(
+                key=key, token=token, event=event, trace_id=trace_id, reopen_dead_letter=False
+            )
+        if existing["status"] == "processing":
+            until = existing["leaseExpiresAt"] or moment
+            return Busy(until if until.tzinfo else until.replace(tzinfo=UTC))
+        return Duplicate(existing["status"])
+
+    async def mark_applied(self, *, key: str, token: str) -> None:
+        """Record that the store step ran, so a retry after a downstream failure skips it."""
+        await self.collection.update_one(
+            {"idempotencyKey": key, "leaseOwner": token}, {"$set": {"appliedAt": now()}}
+        )
+
+    async def release(self, *, key: str, token: str, attempts: list[dict[str, Any]]) -> None:
+        """Give the key up after a failed attempt, recording the attempts so far."""
+        await self.collection.update_one(
+            {"idempotencyKey": key, "leaseOwner": token},
+            {"$set": {"leaseOwner": None, "leaseExpiresAt": None, "attempts": attempts}},
+        )
+
+    async def finish(
+        self, *, key: str, token: str | None, status: str, attempts: list[dict[str, Any]]
+    ) -> bool:
+        """Mark the key ``processed`` or ``dead_lettered``; False if the lease was lost."""
+        query: dict[str, Any] = {"idempotencyKey": key}
+        if token is not None:
+            query["leaseOwner"] = token
+        update: dict[str, Any] = {
+            "status": status,
+            "leaseOwner": None,
+            "leaseExpiresAt": None,
+            "attempts": attempts,
+        }
+        if status == "processed":
+            update["processedAt"] = now()
+        result = await self.collection.update_one(query, {"$set": update})
+        return result.matched_count == 1

@@ -1,0 +1,86 @@
+"""A real HTTP downstream for the worker tests, scriptable per idempotency key.
+
+It records every request (headers and body) and answers with a programmable behaviour: a fixed
+status, a sequence of statuses per key (fail twice then succeed), or a delay.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+__all__ = ["Downstream", "Received"]
+
+
+@dataclass
+class Received:
+    at: float
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+@dataclass
+class Downstream:
+    """Start with :meth:`start`; set ``respond`` to choose each answer ``(status, headers)``."""
+
+    respond: Callable[[Received, int], tuple[int, dict[str, str]]] = lambda request, count: (
+        200,
+        {},
+    )
+    delay: float = 0.0
+    requests: list[Received] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.server_address[1]}/updates"
+
+    def start(self) -> Downstream:
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                length = int(self.headers.get("content-length", "0"))
+                body = json.loads(self.rfile.read(length))
+                received = Received(
+                    time.monotonic(), {k.lower(): v for k, v in self.headers.items()}, body
+                )
+                with owner.lock:
+                    owner.requests.append(received)
+                    key = received.headers.get("idempotency-key", "")
+                    owner.counts[key] += 1
+                    count = owner.counts[key]
+                if owner.delay:
+                    time.sleep(owner.delay)
+                status, headers = owner.respond(received, count)
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+    def keys(self) -> dict[str, int]:
+        with self.lock:
+            return dict(self.counts)
