@@ -45,7 +45,8 @@ def _rfc3339(value: object) -> object:
     return value
 
 
-Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
+# Lax inside: the text is already checked, and strict mode would refuse str -> datetime here.
+Timestamp = Annotated[AwareDatetime, Field(strict=False), BeforeValidator(_rfc3339)]
 
 
 class ShipmentPayload(BaseModel):

@@ -17,8 +17,10 @@ from pathlib import Path
 import orjson
 import psutil
 import pytest
+from pymongo import MongoClient
 
 from courier_gateway.devstack.processes import free_port
+from tests.support.servers import wait_for
 
 
 def start_dev(tmp_path: Path) -> tuple[subprocess.Popen[str], list[str]]:
@@ -66,7 +68,8 @@ def test_printed_curl_works_and_stop_leaves_nothing(tmp_path: Path, stop_signal:
         assert any("signing secret:" in line for line in lines)
         children = family(process)
         names = " ".join(" ".join(child.cmdline()) for child in children)
-        assert "redis-server" in names and "nx-27017" in names and "ingress" in names
+        assert "redis-server" in names and "nx-27017" in names
+        assert "courier_gateway ingress" in names and "courier_gateway worker" in names
 
         result = subprocess.run(
             ["bash", "-c", curl + " -w '\\n%{http_code}'"],
@@ -76,7 +79,18 @@ def test_printed_curl_works_and_stop_leaves_nothing(tmp_path: Path, stop_signal:
         )
         body, _, status = result.stdout.rpartition("\n")
         assert status == "202", result.stdout + result.stderr
-        assert orjson.loads(body)["acknowledged"] is True
+        answer = orjson.loads(body)
+        assert answer["acknowledged"] is True
+        # The worker processes it: the ledger shows it on the embedded store.
+        store = next(c for c in children if "nx-27017" in " ".join(c.cmdline()))
+        port = int(store.cmdline()[store.cmdline().index("-p") + 1])
+        with MongoClient(f"mongodb://127.0.0.1:{port}/") as client:
+            ledger = client["courier_gateway"]["processed_events"]
+            key = answer["idempotencyKey"]
+            assert wait_for(
+                lambda: ledger.count_documents({"idempotencyKey": key, "status": "processed"}) == 1,
+                timeout=30,
+            )
 
         process.send_signal(stop_signal)
         assert process.wait(timeout=30) == 0

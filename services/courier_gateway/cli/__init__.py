@@ -36,6 +36,12 @@ def _run_worker(args: argparse.Namespace) -> int:
     return asyncio.run(run_worker(Settings.from_env()))
 
 
+def _run_replay(args: argparse.Namespace) -> int:
+    from courier_gateway.cli.replay import run
+
+    return run(args)
+
+
 def _run_sign(args: argparse.Namespace) -> int:
     from courier_gateway.cli.sign import run
 
@@ -65,6 +71,14 @@ def _parser() -> argparse.ArgumentParser:
         "worker", help="run the queue worker (settings from the environment)"
     )
     worker.set_defaults(handler=_run_worker)
+
+    from courier_gateway.cli.replay import add_arguments as add_replay_arguments
+
+    replay = commands.add_parser(
+        "replay", help="replay (or discard) dead letters selected by id, reason, source or time"
+    )
+    add_replay_arguments(replay)
+    replay.set_defaults(handler=_run_replay)
 
     dev = commands.add_parser(
         "dev", help="run the whole gateway locally with a private Redis and an embedded store"

@@ -1,4 +1,4 @@
-"""The local stack behind ``make dev``: private Redis, embedded store, ingress, one command.
+"""The local stack behind ``make dev``: private Redis, embedded store, ingress and worker.
 
 With ``REDIS_URL`` and ``MONGO_URI`` unset it starts a private ``redis-server`` and an nx-27017
 store (a MongoDB wire-protocol server on SQLite) on free ports with their data under ``.data/``;

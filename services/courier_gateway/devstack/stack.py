@@ -183,6 +183,9 @@ def run(*, data_dir: str) -> int:
             "ingress", [sys.executable, "-m", "courier_gateway", "ingress"], env=env
         )
         children.append(ingress)
+        children.append(
+            start_child("worker", [sys.executable, "-m", "courier_gateway", "worker"], env=env)
+        )
         url = f"http://{settings.api_host}:{settings.api_port}"
         if not wait_until(lambda: _ready(url), timeout=_START_TIMEOUT, child=ingress):
             sys.stderr.write("courier-gateway dev: the ingress did not become ready\n")

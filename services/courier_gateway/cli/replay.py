@@ -1,0 +1,150 @@
+"""``courier-gateway replay``: select dead letters, replay or discard them, print a summary.
+
+Exit codes: 0 when nothing failed, 1 when any entry failed, 2 for bad arguments or settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import sys
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+
+import orjson
+from redis.asyncio import Redis
+
+from courier_gateway.config import ConfigError, Settings
+from courier_gateway.store import open_store
+from courier_gateway.worker.replay import ReplayResult, Selection, replay
+
+__all__ = ["add_arguments", "run"]
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+
+def _moment(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 8601 time (e.g. 2026-11-25T10:00:00Z)"
+        ) from None
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no time zone (add Z or +00:00)")
+    return moment
+
+
+def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
+        return value
+
+    return parse
+
+
+def _request_id(text: str) -> str:
+    if not _REQUEST_ID.match(text):
+        raise argparse.ArgumentTypeError(
+            "a request id is 1-128 letters, digits, '.', '_', ':' or '-', starting alphanumeric"
+        )
+    return text
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the ``replay`` options."""
+    select = parser.add_argument_group("selection (pending dead letters matching all given)")
+    select.add_argument("--event-id", action="append", default=[], help="an event id (repeatable)")
+    select.add_argument("--reason", action="append", default=[], help="a reason code (repeatable)")
+    select.add_argument("--source", action="append", default=[], help="a source (repeatable)")
+    select.add_argument("--since", type=_moment, help="dead-lettered at or after this time")
+    select.add_argument("--until", type=_moment, help="dead-lettered before this time")
+    select.add_argument("--all", action="store_true", help="every pending dead letter")
+    parser.add_argument("--limit", type=_positive(int), default=100, help="at most this many (100)")
+    parser.add_argument(
+        "--rate", type=_positive(float), default=50.0, help="events per second (50)"
+    )
+    parser.add_argument("--request-id", type=_request_id, help="makes the replay idempotent")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="list what would happen, change nothing"
+    )
+    parser.add_argument("--discard", action="store_true", help="mark the entries discarded instead")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def _selection(args: argparse.Namespace) -> Selection:
+    chosen = args.event_id or args.reason or args.source or args.since or args.until
+    if not chosen and not args.all:
+        raise ConfigError(
+            "replay: choose what to replay with --event-id, --reason, --source, --since/--until,"
+            " or --all"
+        )
+    if args.since and args.until and args.since >= args.until:
+        raise ConfigError("replay: --since must be earlier than --until")
+    return Selection(
+        event_ids=tuple(args.event_id),
+        reasons=tuple(args.reason),
+        sources=tuple(args.source),
+        since=args.since,
+        until=args.until,
+        limit=args.limit,
+    )
+
+
+def _table(result: ReplayResult) -> str:
+    lines = [f"{'EVENT ID':<28} {'SOURCE':<12} {'REASON':<24} RESULT"]
+    lines += [
+        f"{entry['eventId'][:28]:<28} {entry['source'][:12]:<12} {entry['reasonCode'][:24]:<24}"
+        f" {entry.get('result', '')}"
+        for entry in result.entries
+    ]
+    mode = " (dry run)" if result.dry_run else ""
+    lines.append(
+        f"\n{result.action}{mode} {result.request_id}: matched {result.matched},"
+        f" replayed {result.replayed}, discarded {result.discarded},"
+        f" skipped {result.skipped}, failed {result.failed}"
+    )
+    return "\n".join(lines)
+
+
+async def _run(args: argparse.Namespace, settings: Settings) -> ReplayResult:
+    settings.require("REDIS_URL", "MONGO_URI")
+    assert settings.redis_url is not None
+    selection = _selection(args)
+    try:
+        store = await open_store(settings)
+    except Exception as error:
+        raise ConfigError(
+            f"MONGO_URI: the store is not reachable ({type(error).__name__})"
+        ) from None
+    redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        return await replay(
+            redis=redis,
+            stream=settings.queue_stream,
+            selection=selection,
+            request_id=args.request_id or f"replay-{uuid.uuid4().hex[:12]}",
+            rate=args.rate,
+            dry_run=args.dry_run,
+            discard=args.discard,
+        )
+    finally:
+        await redis.aclose()
+        await store.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the replay and print its summary; return the exit code."""
+    result = asyncio.run(_run(args, Settings.from_env()))
+    if args.json:
+        sys.stdout.write(orjson.dumps(result.as_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        sys.stdout.write(_table(result) + "\n")
+    return 1 if result.failed else 0

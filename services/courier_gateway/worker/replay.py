@@ -1,0 +1,190 @@
+"""Replaying dead letters back onto the stream (``courier-gateway replay``).
+
+A replay re-enqueues the stored original event with its attempt history and a ``replay`` marker
+that lets the worker re-open the key's dead-lettered ledger record. The message is written
+before the dead letter is marked ``replayed``: a crash in between leaves the entry pending, and
+running the replay again at worst enqueues a second copy, which the ledger absorbs. An entry
+already replayed under the same request id is skipped, so re-running a request is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import socket
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from pymongo.asynchronous.collection import AsyncCollection
+from redis.asyncio import Redis
+
+from courier_gateway.queue import encode_message
+from courier_gateway.store import DeadLetterEvent
+from courier_gateway.worker.ledger import now
+
+__all__ = ["ReplayResult", "Selection", "replay"]
+
+_TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """Which pending dead letters to act on; every given criterion must match."""
+
+    event_ids: tuple[str, ...] = ()
+    reasons: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = 100
+
+    def query(self) -> dict[str, Any]:
+        """The MongoDB filter for pending dead letters matching the selection."""
+        query: dict[str, Any] = {"reviewStatus": "pending"}
+        if self.event_ids:
+            query["eventId"] = {"$in": list(self.event_ids)}
+        if self.reasons:
+            query["reasonCode"] = {"$in": list(self.reasons)}
+        if self.sources:
+            query["source"] = {"$in": list(self.sources)}
+        window: dict[str, datetime] = {}
+        if self.since is not None:
+            window["$gte"] = self.since
+        if self.until is not None:
+            window["$lt"] = self.until
+        if window:
+            query["deadLetteredAt"] = window
+        return query
+
+
+@dataclass
+class ReplayResult:
+    """What a replay run did, entry by entry and in total."""
+
+    action: Literal["replay", "discard"]
+    dry_run: bool
+    request_id: str
+    matched: int = 0
+    replayed: int = 0
+    discarded: int = 0
+    skipped: int = 0
+    failed: int = 0
+    entries: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON summary."""
+        return {
+            "requestId": self.request_id,
+            "action": self.action,
+            "dryRun": self.dry_run,
+            "matched": self.matched,
+            "replayed": self.replayed,
+            "discarded": self.discarded,
+            "skipped": self.skipped,
+            "failed": self.failed,
+            "entries": self.entries,
+        }
+
+
+def _traceparent(trace_id: str) -> str:
+    trace = trace_id if _TRACE_ID.match(trace_id) else os.urandom(16).hex()
+    return f"00-{trace}-{os.urandom(8).hex()}-01"
+
+
+def _envelope(letter: dict[str, Any], request_id: str) -> dict[str, Any]:
+    attempts = [
+        {**attempt, "startedAt": _iso(attempt["startedAt"]), "endedAt": _iso(attempt["endedAt"])}
+        for attempt in letter.get("attempts", [])
+    ]
+    return {
+        "event": letter["event"],
+        "receivedAt": letter["receivedAt"],
+        "traceId": letter["traceId"],
+        "source": letter["source"],
+        "keyId": letter.get("keyId"),
+        "attempt": 1,
+        "round": int(letter.get("deadLetterCount", 1)) + 1,
+        "attempts": attempts,
+        "replay": {"requestId": request_id, "deadLetterId": str(letter["_id"])},
+    }
+
+
+def _iso(value: Any) -> str:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
+async def replay(
+    *,
+    collection: AsyncCollection[dict[str, Any]] | None = None,
+    redis: Redis,
+    stream: str,
+    selection: Selection,
+    request_id: str,
+    rate: float,
+    dry_run: bool,
+    discard: bool,
+) -> ReplayResult:
+    """Replay (or discard) the selected dead letters at most ``rate`` per second."""
+    letters: AsyncCollection[dict[str, Any]] = (
+        collection or DeadLetterEvent.get_pymongo_collection()
+    )
+    result = ReplayResult("discard" if discard else "replay", dry_run, request_id)
+    actor = f"{socket.gethostname()}-{os.getpid()}"
+    cursor = letters.find(selection.query(), sort=[("deadLetteredAt", 1)], limit=selection.limit)
+    interval = 1.0 / rate
+    next_at = time.monotonic()
+    async for letter in cursor:
+        result.matched += 1
+        entry = {
+            "eventId": letter["eventId"],
+            "idempotencyKey": letter["idempotencyKey"],
+            "source": letter["source"],
+            "reasonCode": letter["reasonCode"],
+            "deadLetteredAt": _iso(letter["deadLetteredAt"]),
+        }
+        result.entries.append(entry)
+        if any(r.get("requestId") == request_id for r in letter.get("replays", [])):
+            entry["result"] = "skipped (already replayed by this request)"
+            result.skipped += 1
+            continue
+        if dry_run:
+            entry["result"] = f"would be {'discarded' if discard else 'replayed'}"
+            continue
+        try:
+            if discard:
+                changed = await letters.update_one(
+                    {"_id": letter["_id"], "reviewStatus": "pending"},
+                    {"$set": {"reviewStatus": "discarded", "discardedAt": now()}},
+                )
+                entry["result"] = (
+                    "discarded" if changed.matched_count else "skipped (changed meanwhile)"
+                )
+                result.discarded += changed.matched_count
+                result.skipped += 1 - changed.matched_count
+                continue
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            next_at = max(next_at, time.monotonic()) + interval
+            envelope = _envelope(letter, request_id)
+            labels = {
+                "traceparent": _traceparent(letter["traceId"]),
+                "traceId": letter["traceId"],
+                "source": letter["source"],
+            }
+            await redis.xadd(stream, {"data": encode_message(envelope, labels)})
+            replays = [
+                *letter.get("replays", []),
+                {"requestId": request_id, "at": now(), "by": actor},
+            ]
+            await letters.update_one(
+                {"_id": letter["_id"]},
+                {"$set": {"reviewStatus": "replayed", "replays": replays}},
+            )
+            entry["result"] = "replayed"
+            result.replayed += 1
+        except Exception as error:  # one entry's failure must not stop the rest
+            entry["result"] = f"failed: {type(error).__name__}: {str(error)[:200]}"
+            result.failed += 1
+    return result
