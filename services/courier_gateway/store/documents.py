@@ -51,7 +51,8 @@ class ProcessedEvent(Document):
     traceId: str  # noqa: N815
     status: Literal["processing", "processed", "dead_lettered"]
     leaseOwner: str | None = None  # noqa: N815
-    leaseExpiresAt: datetime | None = None  # noqa: N815
+    #: Epoch milliseconds; 0 when nobody holds the key.
+    leaseUntilMs: int = 0  # noqa: N815
     appliedAt: datetime | None = None  # noqa: N815
     processedAt: datetime | None = None  # noqa: N815
     attempts: list[AttemptRecord] = Field(default_factory=list)

@@ -1,5 +1,8 @@
 """The idempotency ledger (``processed_events``): an atomic claim with a lease per key.
 
+Lease expiry is stored as epoch milliseconds: an integer compares the same way on every
+MongoDB-compatible store (the embedded test store turns ``$set`` datetimes into strings).
+
 A claim succeeds for a new key (insert under the unique index) or for a key whose previous
 holder's lease has expired (a crashed worker) or was released after a failed attempt. A key that
 is processed is a duplicate. A key held under a live lease by someone else is *busy*: the caller
@@ -10,8 +13,9 @@ dead-lettered key.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import ReturnDocument
@@ -55,7 +59,7 @@ class Ledger:
     """Claims, releases and terminal marks on ``processed_events``."""
 
     def __init__(self, *, lease_seconds: float) -> None:
-        self._lease = timedelta(seconds=lease_seconds)
+        self._lease_ms = int(lease_seconds * 1000)
 
     @property
     def collection(self) -> AsyncCollection[dict[str, Any]]:
@@ -74,7 +78,8 @@ class Ledger:
     ) -> Claimed | Duplicate | Busy:
         """Take the key for this attempt (one round trip for a new key)."""
         moment = now()
-        lease_until = moment + self._lease
+        now_ms = int(time.time() * 1000)
+        lease_until = now_ms + self._lease_ms
         try:
             await self.collection.insert_one(
                 {
@@ -85,7 +90,7 @@ class Ledger:
                     "traceId": trace_id,
                     "status": "processing",
                     "leaseOwner": token,
-                    "leaseExpiresAt": lease_until,
+                    "leaseUntilMs": lease_until,
                     "appliedAt": None,
                     "processedAt": None,
                     "attempts": [],
@@ -97,8 +102,7 @@ class Ledger:
         else:
             return Claimed(token, applied=False)
         takeable: list[dict[str, Any]] = [
-            {"status": "processing", "leaseExpiresAt": {"$lt": moment}},
-            {"status": "processing", "leaseExpiresAt": None},
+            {"status": "processing", "leaseUntilMs": {"$lt": now_ms}},
         ]
         if reopen_dead_letter:
             takeable.append({"status": "dead_lettered"})
@@ -108,7 +112,7 @@ class Ledger:
                 "$set": {
                     "status": "processing",
                     "leaseOwner": token,
-                    "leaseExpiresAt": lease_until,
+                    "leaseUntilMs": lease_until,
                     "traceId": trace_id,
                 }
             },
@@ -122,8 +126,8 @@ class Ledger:
                 key=key, token=token, event=event, trace_id=trace_id, reopen_dead_letter=False
             )
         if existing["status"] == "processing":
-            until = existing["leaseExpiresAt"] or moment
-            return Busy(until if until.tzinfo else until.replace(tzinfo=UTC))
+            until_ms = max(int(existing.get("leaseUntilMs") or 0), now_ms)
+            return Busy(datetime.fromtimestamp(until_ms / 1000, UTC))
         return Duplicate(existing["status"])
 
     async def mark_applied(self, *, key: str, token: str) -> None:
@@ -136,7 +140,7 @@ class Ledger:
         """Give the key up after a failed attempt, recording the attempts so far."""
         await self.collection.update_one(
             {"idempotencyKey": key, "leaseOwner": token},
-            {"$set": {"leaseOwner": None, "leaseExpiresAt": None, "attempts": attempts}},
+            {"$set": {"leaseOwner": None, "leaseUntilMs": 0, "attempts": attempts}},
         )
 
     async def finish(
@@ -149,7 +153,7 @@ class Ledger:
         update: dict[str, Any] = {
             "status": status,
             "leaseOwner": None,
-            "leaseExpiresAt": None,
+            "leaseUntilMs": 0,
             "attempts": attempts,
         }
         if status == "processed":

@@ -15,7 +15,7 @@ import re
 import socket
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pymongo.asynchronous.collection import AsyncCollection
@@ -50,14 +50,18 @@ class Selection:
             query["reasonCode"] = {"$in": list(self.reasons)}
         if self.sources:
             query["source"] = {"$in": list(self.sources)}
-        window: dict[str, datetime] = {}
-        if self.since is not None:
-            window["$gte"] = self.since
-        if self.until is not None:
-            window["$lt"] = self.until
-        if window:
-            query["deadLetteredAt"] = window
         return query
+
+    def in_window(self, dead_lettered_at: Any) -> bool:
+        """Whether a dead letter's time falls in ``[since, until)``.
+
+        Checked here rather than in the query: the embedded test store keeps ``$set`` datetimes
+        as text, and this comparison holds for both forms.
+        """
+        moment = _as_datetime(dead_lettered_at)
+        if self.since is not None and moment < self.since:
+            return False
+        return self.until is None or moment < self.until
 
 
 @dataclass
@@ -112,6 +116,11 @@ def _envelope(letter: dict[str, Any], request_id: str) -> dict[str, Any]:
     }
 
 
+def _as_datetime(value: Any) -> datetime:
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def _iso(value: Any) -> str:
     return value.isoformat() if isinstance(value, datetime) else str(value)
 
@@ -133,10 +142,15 @@ async def replay(
     )
     result = ReplayResult("discard" if discard else "replay", dry_run, request_id)
     actor = f"{socket.gethostname()}-{os.getpid()}"
-    cursor = letters.find(selection.query(), sort=[("deadLetteredAt", 1)], limit=selection.limit)
+    # Oldest first: ObjectIds grow with insertion time on every MongoDB-compatible store.
+    cursor = letters.find(selection.query(), sort=[("_id", 1)])
     interval = 1.0 / rate
     next_at = time.monotonic()
     async for letter in cursor:
+        if not selection.in_window(letter["deadLetteredAt"]):
+            continue
+        if result.matched >= selection.limit:
+            break
         result.matched += 1
         entry = {
             "eventId": letter["eventId"],

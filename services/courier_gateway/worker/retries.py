@@ -88,6 +88,9 @@ class RetryMiddleware(TaskiqMiddleware):
         error = failed.error
         if isinstance(error, DeferredError):
             await self._defer(message, envelope, error)
+            if failed.token is not None:
+                # Not an attempt: give the key back with its attempts unchanged.
+                await self._release(envelope, failed.token, list(envelope.get("attempts", [])))
             return
         attempt = int(envelope.get("attempt", 1))
         attempts = list(envelope.get("attempts", []))
