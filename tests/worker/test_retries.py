@@ -17,7 +17,9 @@ from tests.support.stack import StackEnv, post_events
 SLACK = 1.0  # mover polling + scheduling + processing, generously
 
 
-def downstream_stack(redis_server: RedisServer, store_server: StoreServer, downstream: Downstream, **env: str) -> StackEnv:
+def downstream_stack(
+    redis_server: RedisServer, store_server: StoreServer, downstream: Downstream, **env: str
+) -> StackEnv:
     return StackEnv.create(
         redis_server,
         store_server,
@@ -42,7 +44,9 @@ def test_fails_twice_then_succeeds_with_growing_gaps(
         [record] = stack.find("processed_events")
         assert record["status"] == "processed"
         assert [a["outcome"] for a in record["attempts"]] == ["retry", "retry", "processed"]
-        assert [a["errorCode"] for a in record["attempts"]] == ["DOWNSTREAM_UNAVAILABLE"] * 2 + [None]
+        assert [a["errorCode"] for a in record["attempts"]] == ["DOWNSTREAM_UNAVAILABLE"] * 2 + [
+            None
+        ]
         calls = [r.at for r in downstream.requests]
         assert len(calls) == 3
         first_gap, second_gap = calls[1] - calls[0], calls[2] - calls[1]
@@ -115,7 +119,9 @@ def test_open_breaker_stops_calls_and_spends_no_attempts(
     start: StartGateway, redis_server: RedisServer, store_server: StoreServer
 ) -> None:
     healthy = {"now": False}
-    downstream = Downstream(respond=lambda request, count: (200 if healthy["now"] else 503, {})).start()
+    downstream = Downstream(
+        respond=lambda request, count: (200 if healthy["now"] else 503, {})
+    ).start()
     try:
         stack = downstream_stack(
             redis_server,

@@ -21,11 +21,16 @@ __all__ = ["remove_gone_consumers", "trim_acknowledged"]
 log = logging.getLogger(__name__)
 
 _TRIM = """
+-- Ids are compared as digit strings: Lua numbers lose precision above 2^53.
+local function less(a, b)
+  if #a ~= #b then return #a < #b end
+  return a < b
+end
 local function older(a, b)
   local ams, aseq = string.match(a, '(%d+)-(%d+)')
   local bms, bseq = string.match(b, '(%d+)-(%d+)')
-  ams, aseq, bms, bseq = tonumber(ams), tonumber(aseq), tonumber(bms), tonumber(bseq)
-  return ams < bms or (ams == bms and aseq < bseq)
+  if ams ~= bms then return less(ams, bms) end
+  return less(aseq, bseq)
 end
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local groups = redis.call('XINFO', 'GROUPS', KEYS[1])

@@ -107,7 +107,8 @@ class Ledger:
         if reopen_dead_letter:
             takeable.append({"status": "dead_lettered"})
         document = await self.collection.find_one_and_update(
-            {"idempotencyKey": key, "$or": takeable},
+            # $and, not a sibling $or: the embedded test store ignores fields beside a $or.
+            {"$and": [{"idempotencyKey": key}, {"$or": takeable}]},
             {
                 "$set": {
                     "status": "processing",

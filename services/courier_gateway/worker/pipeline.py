@@ -113,12 +113,16 @@ class Pipeline:
             record = attempt_record(
                 envelope, started=started, worker=self.worker_id, outcome="processed"
             )
-            await self.ledger.finish(
+            kept = await self.ledger.finish(
                 key=key,
                 token=token,
                 status="processed",
                 attempts=[*envelope.get("attempts", []), record],
             )
+            if not kept:
+                # Our lease expired and another worker took the key: it will finish it; the
+                # effect is applied once either way (the history is keyed by idempotency key).
+                fields["leaseLost"] = True
         except AttemptFailedError:
             raise
         except Exception as error:

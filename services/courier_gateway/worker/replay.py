@@ -192,10 +192,14 @@ async def replay(
                 *letter.get("replays", []),
                 {"requestId": request_id, "at": now(), "by": actor},
             ]
-            await letters.update_one(
-                {"_id": letter["_id"]},
+            marked = await letters.update_one(
+                {"_id": letter["_id"], "deadLetterCount": letter.get("deadLetterCount", 1)},
                 {"$set": {"reviewStatus": "replayed", "replays": replays}},
             )
+            if marked.matched_count == 0:
+                # The replayed copy already failed again and re-opened the entry: keep it
+                # pending, but record this replay in its history.
+                await letters.update_one({"_id": letter["_id"]}, {"$set": {"replays": replays}})
             entry["result"] = "replayed"
             result.replayed += 1
         except Exception as error:  # one entry's failure must not stop the rest
