@@ -1,0 +1,42 @@
+"""Indexes and TTLs of DESIGN §6 are created at start-up, and creating them again is harmless."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from pymongo import MongoClient
+
+from courier_gateway.config import Settings
+from courier_gateway.store import open_store
+from tests.support.servers import RedisServer, StoreServer
+
+
+def indexes(uri: str, database: str, collection: str) -> dict[tuple[str, ...], dict[str, Any]]:
+    with MongoClient(uri) as client:
+        found = client[database][collection].index_information()
+    return {tuple(field for field, _ in spec["key"]): spec for spec in found.values()}
+
+
+async def test_indexes_and_ttls_are_created_idempotently(
+    redis_server: RedisServer, store_server: StoreServer
+) -> None:
+    database = f"t_{uuid.uuid4().hex[:10]}"
+    settings = Settings.from_env(
+        {"MONGO_URI": store_server.uri, "MONGO_DB": database, "REDIS_URL": redis_server.url}
+    )
+    for _ in range(2):  # a second start must not fail on existing indexes
+        client = await open_store(settings)
+        await client.close()
+
+    ledger = indexes(store_server.uri, database, "processed_events")
+    assert ledger[("idempotencyKey",)]["unique"] is True
+    assert ledger[("createdAt",)]["expireAfterSeconds"] == 30 * 86400
+
+    shipments = indexes(store_server.uri, database, "active_shipments")
+    assert shipments[("shipmentId",)]["unique"] is True
+
+    letters = indexes(store_server.uri, database, "dead_letter_events")
+    assert letters[("idempotencyKey",)]["unique"] is True
+    assert ("reviewStatus", "reasonCode") in letters
+    assert letters[("deadLetteredAt",)]["expireAfterSeconds"] == 90 * 86400
