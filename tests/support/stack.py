@@ -41,6 +41,7 @@ class StackEnv:
             "WORKER_IDLE_TIMEOUT_MS": "3000",
             "RETRY_BASE_DELAY_MS": "200",
             "STORE_TIMEOUT_MS": "2000",
+            "WORKER_METRICS_PORT": "0",  # tests that scrape the worker give it a free port
         }
         env.update(overrides)
         return cls(env, redis, store)

@@ -16,13 +16,37 @@ from courier_gateway.config import ConfigError
 __all__ = ["main"]
 
 
+def _prepare_multiprocess_metrics(processes: int) -> None:
+    """Give several ingress processes one fresh metrics directory.
+
+    It must be set before prometheus-client is first imported (it picks its value class then),
+    so this runs before the intake package is imported.
+    """
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    if processes < 2:
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        return
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    directory = Path(given) if given else Path(tempfile.mkdtemp(prefix="courier-gateway-metrics-"))
+    if directory.exists():
+        shutil.rmtree(directory)  # counters of a previous run must not be added to ours
+    directory.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+
+
 def _run_ingress(args: argparse.Namespace) -> int:
     from courier_gateway.config import Settings, load_sources
-    from courier_gateway.intake import serve
 
     settings = Settings.from_env()
     settings.require("REDIS_URL")
     load_sources(settings)  # fail here, in the parent, before any process is spawned
+    _prepare_multiprocess_metrics(settings.ingress_workers)
+    from courier_gateway.intake import serve
+
     serve(settings)
     return 0
 

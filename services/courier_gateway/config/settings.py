@@ -76,6 +76,9 @@ class Settings(BaseModel):
         30000, alias="WORKER_DRAIN_TIMEOUT_MS"
     )
     worker_id: str | None = Field(None, alias="WORKER_ID", pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    worker_metrics_port: Annotated[int, Field(ge=0, le=65535)] = Field(
+        9100, alias="WORKER_METRICS_PORT"
+    )
     stream_trim_interval_seconds: Annotated[float, Field(ge=0.1, le=3600)] = Field(
         10.0, alias="STREAM_TRIM_INTERVAL_SECONDS"
     )

@@ -177,6 +177,8 @@ def run(*, data_dir: str) -> int:
             env["REDIS_URL"] = _start_redis(directory, children)
         if not settings.mongo_uri:
             env["MONGO_URI"] = _start_store(directory, children)
+        if "WORKER_METRICS_PORT" not in env:
+            env["WORKER_METRICS_PORT"] = str(free_port())
         effective = Settings.from_env(env)
         load_sources(effective)  # a bad sources file stops us here with its message
         ingress = start_child(
@@ -191,6 +193,11 @@ def run(*, data_dir: str) -> int:
             sys.stderr.write("courier-gateway dev: the ingress did not become ready\n")
             return 1
         _announce(url, secret, effective)
+        sys.stdout.write(
+            f"Metrics: {url}/metrics (ingress),"
+            f" http://{settings.api_host}:{env['WORKER_METRICS_PORT']}/metrics (worker)\n\n"
+        )
+        sys.stdout.flush()
         while not stop.wait(0.5):
             for child in children:
                 if child.process.poll() is not None:

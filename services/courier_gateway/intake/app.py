@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 from functools import partial
 from types import SimpleNamespace
 from typing import Any
@@ -36,7 +37,13 @@ from courier_gateway.config import KeyRing, Settings, load_sources
 from courier_gateway.intake.responses import error_response
 from courier_gateway.intake.routes import routes
 from courier_gateway.intake.state import IntakeState
-from courier_gateway.observability import TraceContext, configure_logging
+from courier_gateway.observability import (
+    configure_logging,
+    configure_tracing,
+    request_id,
+    shutdown_tracing,
+)
+from courier_gateway.observability.metrics import INTAKE_REQUESTS, declare_build
 from courier_gateway.queue import IntakeWriter
 from courier_gateway.queue.broker import ensure_consumer_group
 
@@ -53,22 +60,33 @@ class _JsonErrors(ErrorHandler):
     """Errors Sanic raises itself (404, 405, 413, malformed HTTP) in the intake's JSON shape."""
 
     def default(self, request: Request, exception: Exception) -> HTTPResponse:
-        trace = TraceContext.from_headers(
-            request.headers.getall("traceparent", []), request.headers.getall("x-request-id", [])
-        )
+        headers = request.headers
+        trace_id = request_id(headers.getall("x-request-id", [])) or os.urandom(16).hex()
         status, code, message = _describe(request, exception)
+        INTAKE_REQUESTS.labels(_source_label(request), code.lower()).inc()
         if status >= 500:
             log.error(
                 "unexpected error",
                 exc_info=exception,
-                extra={"traceId": trace.public_id, "path": request.path},
+                extra={"traceId": trace_id, "path": request.path},
             )
         else:
             log.info(
                 "intake request",
-                extra={"traceId": trace.public_id, "status": status, "errorCode": code},
+                extra={"traceId": trace_id, "status": status, "errorCode": code},
             )
-        return error_response(status, code, message, trace.public_id)
+        return error_response(status, code, message, trace_id)
+
+
+def _source_label(request: Request) -> str:
+    """The configured source a refused request was addressed to, else ``unknown``."""
+    prefix = "/v1/events/"
+    state = getattr(request.app.ctx, "state", None)
+    if state is not None and request.path.startswith(prefix):
+        name = request.path[len(prefix) :]
+        if state.keyring.get(name) is not None:
+            return name
+    return "unknown"
 
 
 _SANIC_ERRORS: tuple[tuple[type[Exception], int, str, str], ...] = (
@@ -98,6 +116,8 @@ def create_app(settings: Settings, *, name: str | None = None) -> App:
     :class:`~courier_gateway.config.ConfigError` before anything listens.
     """
     configure_logging(settings.log_level)
+    configure_tracing("courier-gateway-ingress")
+    declare_build("ingress")
     keyring = KeyRing(load_sources(settings))
     app = Sanic(
         name or f"courier-gateway-{next(_names)}",
@@ -166,6 +186,7 @@ def create_app(settings: Settings, *, name: str | None = None) -> App:
         await state.redis.aclose()
         if state.store is not None:
             await state.store.close()
+        shutdown_tracing()
         log.info("ingress stopped")
 
     app.before_server_start(open_clients)

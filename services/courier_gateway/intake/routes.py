@@ -16,14 +16,24 @@ from importlib import resources
 from typing import Any
 
 import yaml
+from prometheus_client import CONTENT_TYPE_LATEST
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, raw
 
-from courier_gateway.config.sources import DEFAULT_SOURCE
+from courier_gateway.config.sources import DEFAULT_SOURCE, Scheme
 from courier_gateway.events import EventError, parse_event
 from courier_gateway.intake.responses import IntakeError, error_response, json_response
 from courier_gateway.intake.state import IntakeState
-from courier_gateway.observability import TraceContext
+from courier_gateway.observability import SpanHandle, request_id, single, span
+from courier_gateway.observability.metrics import (
+    DUPLICATES,
+    ENQUEUED,
+    INTAKE_LATENCY,
+    INTAKE_REQUESTS,
+    LEGACY_SIGNATURES,
+    SIGNATURE_FAILURES,
+    render,
+)
 from courier_gateway.queue import WriteRequest, encode_event_message
 from courier_gateway.queue.intake_writer import IntakeUnavailableError
 from courier_gateway.signatures import SignatureError, verify
@@ -50,23 +60,46 @@ def _received_at() -> str:
 async def receive_event(request: Request, source: str) -> HTTPResponse:
     """Verify, validate and enqueue one courier event."""
     started = time.perf_counter()
+    state = _state(request)
     headers = request.headers
-    trace = TraceContext.from_headers(
-        headers.getall("traceparent", []), headers.getall("x-request-id", [])
-    )
-    context: dict[str, Any] = {"traceId": trace.public_id, "source": source}
-    try:
-        response = await _accept(_state(request), request, source, trace, context)
-    except IntakeError as refusal:
-        context.update(status=refusal.status, errorCode=refusal.code, reason=refusal.message)
-        response = error_response(
-            refusal.status,
-            refusal.code,
-            refusal.message,
-            trace.public_id,
-            retry_after=refusal.retry_after,
-        )
-    context["durationMs"] = round((time.perf_counter() - started) * 1000, 3)
+    known = state.keyring.get(source) is not None
+    label = source if known else "unknown"
+    with span(
+        "POST /v1/events/{source}",
+        parent=single(headers.getall("traceparent", [])),
+        kind="server",
+        attributes={"courier.source": label},
+    ) as request_span:
+        public_id = request_id(headers.getall("x-request-id", [])) or request_span.trace_id
+        context: dict[str, Any] = {
+            "traceId": public_id,
+            "spanId": request_span.span_id,
+            "source": label,
+        }
+        try:
+            response = await _accept(
+                state,
+                request,
+                source,
+                request_span=request_span,
+                public_id=public_id,
+                context=context,
+            )
+            outcome = "duplicate" if context["duplicate"] else "accepted"
+        except IntakeError as refusal:
+            outcome = refusal.code.lower()
+            context.update(status=refusal.status, errorCode=refusal.code, reason=refusal.message)
+            response = error_response(
+                refusal.status,
+                refusal.code,
+                refusal.message,
+                public_id,
+                retry_after=refusal.retry_after,
+            )
+    duration = time.perf_counter() - started
+    INTAKE_REQUESTS.labels(label, outcome).inc()
+    INTAKE_LATENCY.labels(label).observe(duration)
+    context["durationMs"] = round(duration * 1000, 3)
     log.info("intake request", extra=context)
     return response
 
@@ -75,26 +108,29 @@ async def _accept(
     state: IntakeState,
     request: Request,
     source_name: str,
-    trace: TraceContext,
+    *,
+    request_span: SpanHandle,
+    public_id: str,
     context: dict[str, Any],
 ) -> HTTPResponse:
     source = state.keyring.get(source_name)
     if source is None:
-        context["source"] = "unknown"
         raise IntakeError(404, "UNKNOWN_SOURCE", "no source with this name is configured")
     _check_content_type(request.headers.getall("content-type", []))
     body = request.body
     try:
-        key_id = verify(
-            source.scheme,
-            source.keys,
-            partial(request.headers.getall, default=[]),
-            body,
-            now=time.time(),
-            tolerance_seconds=source.tolerance_seconds,
-        )
+        with span("verify signature", parent=request_span):
+            key_id = verify(
+                source.scheme,
+                source.keys,
+                partial(request.headers.getall, default=[]),
+                body,
+                now=time.time(),
+                tolerance_seconds=source.tolerance_seconds,
+            )
     except SignatureError as error:
         context["signatureFailure"] = error.reason
+        SIGNATURE_FAILURES.labels(source_name, error.reason).inc()
         raise IntakeError(401, "INVALID_SIGNATURE", str(error)) from None
     try:
         event = parse_event(body, source_name, default_source=DEFAULT_SOURCE)
@@ -106,23 +142,24 @@ async def _accept(
     settings = state.settings
     limit = source.rate_limit
     try:
-        outcome = await state.writer.write(
-            WriteRequest(
-                message=encode_event_message(
-                    event=event.to_wire(),
-                    received_at=received_at,
-                    trace_id=trace.public_id,
-                    traceparent=trace.traceparent,
-                    source=source_name,
-                    key_id=key_id,
-                ),
-                rate_key=f"cg:ratelimit:{source_name}",
-                per_second=limit.per_second if limit else 0,
-                burst=limit.burst if limit else 0,
-                hint_key=f"cg:seen:{event.idempotencyKey}",
-                hint_ttl=settings.dedup_hint_ttl_seconds,
+        with span("enqueue", parent=request_span, kind="producer") as enqueue_span:
+            outcome = await state.writer.write(
+                WriteRequest(
+                    message=encode_event_message(
+                        event=event.to_wire(),
+                        received_at=received_at,
+                        trace_id=public_id,
+                        traceparent=enqueue_span.traceparent,
+                        source=source_name,
+                        key_id=key_id,
+                    ),
+                    rate_key=f"cg:ratelimit:{source_name}",
+                    per_second=limit.per_second if limit else 0,
+                    burst=limit.burst if limit else 0,
+                    hint_key=f"cg:seen:{event.idempotencyKey}",
+                    hint_ttl=settings.dedup_hint_ttl_seconds,
+                )
             )
-        )
     except IntakeUnavailableError as error:
         raise IntakeError(
             503, "INTAKE_UNAVAILABLE", str(error), retry_after=settings.intake_retry_after_seconds
@@ -135,19 +172,25 @@ async def _accept(
             retry_after=outcome.retry_after,
         )
     duplicate = outcome.status == "duplicate"
+    if duplicate:
+        DUPLICATES.labels("intake").inc()
+    else:
+        ENQUEUED.labels(source_name).inc()
+        if source.scheme is Scheme.LEGACY_BODY:
+            LEGACY_SIGNATURES.labels(source_name).inc()
     context.update(status=202, duplicate=duplicate)
     return json_response(
         {
             "acknowledged": True,
             "eventId": event.eventId,
             "idempotencyKey": event.idempotencyKey,
-            "traceId": trace.public_id,
+            "traceId": public_id,
             "queued": not duplicate,
             "duplicate": duplicate,
             "receivedAt": received_at,
         },
         202,
-        headers={"x-request-id": trace.public_id},
+        headers={"x-request-id": public_id},
     )
 
 
@@ -194,6 +237,12 @@ async def ready(request: Request) -> HTTPResponse:
     return json_response(
         _health_document(state, "ready" if is_ready else "not_ready"), 200 if is_ready else 503
     )
+
+
+@routes.get("/metrics")
+async def metrics(request: Request) -> HTTPResponse:
+    """Prometheus metrics of every ingress process."""
+    return raw(render(), content_type=CONTENT_TYPE_LATEST)
 
 
 @routes.get("/openapi.json")

@@ -16,7 +16,11 @@ import logging
 
 from redis.asyncio import Redis
 
-__all__ = ["remove_gone_consumers", "trim_acknowledged"]
+from courier_gateway.observability.metrics import QUEUE_LAG, RETRIES_PENDING
+from courier_gateway.queue.broker import CONSUMER_GROUP
+from courier_gateway.queue.retry_schedule import RetrySchedule
+
+__all__ = ["publish_queue_state", "remove_gone_consumers", "trim_acknowledged"]
 
 log = logging.getLogger(__name__)
 
@@ -71,3 +75,18 @@ async def remove_gone_consumers(
     if removed:
         log.info("removed consumers that are gone", extra={"consumers": removed})
     return removed
+
+
+async def publish_queue_state(redis: Redis, stream: str, schedule: RetrySchedule) -> None:
+    """Export the queue lag (undelivered and pending entries) and the retries waiting."""
+    undelivered = pending = 0
+    if await redis.exists(stream):
+        for group in await redis.xinfo_groups(stream):
+            name = group["name"].decode() if isinstance(group["name"], bytes) else group["name"]
+            if name == CONSUMER_GROUP:
+                pending = int(group["pending"])
+                lag = group.get("lag")
+                undelivered = int(lag) if lag is not None else int(await redis.xlen(stream))
+    QUEUE_LAG.labels("undelivered").set(undelivered)
+    QUEUE_LAG.labels("pending").set(pending)
+    RETRIES_PENDING.set(await schedule.pending())

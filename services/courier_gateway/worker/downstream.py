@@ -18,10 +18,13 @@ import httpx
 import orjson
 
 from courier_gateway.config.sources import Scheme
+from courier_gateway.observability.metrics import BREAKER_STATE
 from courier_gateway.signatures import sign
 from courier_gateway.worker.errors import DeferredError, TerminalError, TransientError
 
 __all__ = ["CircuitBreaker", "Downstream"]
+
+_STATE_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 
 
 @dataclass
@@ -98,6 +101,11 @@ class Downstream:
             self.breakers[host] = CircuitBreaker(self._threshold, self._cooldown)
         return self.breakers[host]
 
+    def publish_states(self) -> None:
+        """Export each host's breaker state (0 closed, 1 half-open, 2 open)."""
+        for host, breaker in self.breakers.items():
+            BREAKER_STATE.labels(host).set(_STATE_VALUES[breaker.state])
+
     async def close(self) -> None:
         """Close the connection pool."""
         await self._client.aclose()
@@ -106,6 +114,14 @@ class Downstream:
         self, update: dict[str, Any], *, idempotency_key: str, traceparent: str
     ) -> None:
         """POST one update; raise a classified error unless the downstream accepted it."""
+        try:
+            await self._deliver(update, idempotency_key=idempotency_key, traceparent=traceparent)
+        finally:
+            self.publish_states()
+
+    async def _deliver(
+        self, update: dict[str, Any], *, idempotency_key: str, traceparent: str
+    ) -> None:
         breaker = self.breaker(self.url)
         breaker.before_call()
         body = orjson.dumps(update)

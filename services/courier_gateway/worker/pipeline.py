@@ -17,12 +17,26 @@ from typing import Any
 
 from taskiq import Context, TaskiqDepends
 
+from courier_gateway.observability import SpanHandle, span
+from courier_gateway.observability.metrics import (
+    DUPLICATES,
+    END_TO_END,
+    JOBS_IN_FLIGHT,
+    PROCESSING,
+    WORKER_OUTCOMES,
+)
 from courier_gateway.worker.downstream import Downstream
 from courier_gateway.worker.errors import DeferredError, ProcessingError, classify
 from courier_gateway.worker.ledger import Busy, Duplicate, Ledger, now
 from courier_gateway.worker.shipments import Shipments, check_event
 
-__all__ = ["AttemptFailedError", "Pipeline", "attempt_record", "task_function"]
+__all__ = [
+    "AttemptFailedError",
+    "Pipeline",
+    "attempt_record",
+    "observe_terminal",
+    "task_function",
+]
 
 log = logging.getLogger("courier_gateway.worker")
 
@@ -72,7 +86,19 @@ class Pipeline:
 
     async def process(self, envelope: dict[str, Any], context: Context = _TASK_CONTEXT) -> str:
         """The taskiq task: bring one event to a stored outcome, or raise AttemptFailedError."""
-        traceparent = str(context.message.labels.get("traceparent") or _new_traceparent())
+        JOBS_IN_FLIGHT.inc()
+        try:
+            with span(
+                "process event",
+                parent=str(context.message.labels.get("traceparent") or "") or None,
+                kind="consumer",
+                attributes={"courier.event_id": envelope["event"].get("eventId", "")},
+            ) as job:
+                return await self._process(envelope, job)
+        finally:
+            JOBS_IN_FLIGHT.dec()
+
+    async def _process(self, envelope: dict[str, Any], job: SpanHandle) -> str:
         started = now()
         clock = time.perf_counter()
         event = envelope["event"]
@@ -80,20 +106,23 @@ class Pipeline:
         token: str | None = None
         fields: dict[str, Any] = {
             "traceId": envelope.get("traceId"),
+            "spanId": job.span_id,
             "eventId": event.get("eventId"),
             "source": event.get("source"),
             "attempt": envelope.get("attempt", 1),
         }
         try:
-            claim = await self.ledger.claim(
-                key=key,
-                token=f"{self.worker_id}/{uuid.uuid4().hex[:8]}",
-                event=event,
-                trace_id=envelope["traceId"],
-                reopen_dead_letter="replay" in envelope,
-            )
+            with span("ledger claim", parent=job):
+                claim = await self.ledger.claim(
+                    key=key,
+                    token=f"{self.worker_id}/{uuid.uuid4().hex[:8]}",
+                    event=event,
+                    trace_id=envelope["traceId"],
+                    reopen_dead_letter="replay" in envelope,
+                )
             if isinstance(claim, Duplicate):
-                self._log("duplicate", clock, fields, previous=claim.status)
+                DUPLICATES.labels("ledger").inc()
+                self._finish("duplicate", clock, fields, previous=claim.status)
                 return "duplicate"
             if isinstance(claim, Busy):
                 wait = max(0.05, (claim.until - datetime.now(UTC)).total_seconds() + 0.05)
@@ -101,24 +130,25 @@ class Pipeline:
             token = claim.token
             check_event(event)
             if not claim.applied:
-                fields["effect"] = await self.shipments.apply(envelope)
-                if self.downstream is not None:
-                    await self.ledger.mark_applied(key=key, token=token)
+                with span("apply shipment", parent=job):
+                    fields["effect"] = await self.shipments.apply(envelope)
+                    if self.downstream is not None:
+                        await self.ledger.mark_applied(key=key, token=token)
             if self.downstream is not None:
-                await self.downstream.deliver(
-                    _update(envelope),
-                    idempotency_key=key,
-                    traceparent=traceparent,
-                )
+                with span("POST downstream", parent=job, kind="client") as call:
+                    await self.downstream.deliver(
+                        _update(envelope), idempotency_key=key, traceparent=call.traceparent
+                    )
             record = attempt_record(
                 envelope, started=started, worker=self.worker_id, outcome="processed"
             )
-            kept = await self.ledger.finish(
-                key=key,
-                token=token,
-                status="processed",
-                attempts=[*envelope.get("attempts", []), record],
-            )
+            with span("ledger mark processed", parent=job):
+                kept = await self.ledger.finish(
+                    key=key,
+                    token=token,
+                    status="processed",
+                    attempts=[*envelope.get("attempts", []), record],
+                )
             if not kept:
                 # Our lease expired and another worker took the key: it will finish it; the
                 # effect is applied once either way (the history is keyed by idempotency key).
@@ -127,33 +157,47 @@ class Pipeline:
             raise
         except Exception as error:
             classified = classify(error)
-            self._log(
+            unexpected = classified.code == "UNEXPECTED_ERROR"
+            self._finish(
                 "failed",
                 clock,
                 fields,
+                exc_info=error if unexpected else None,
                 errorCode=classified.code,
                 error=classified.message,
-                unexpected=classified.code == "UNEXPECTED_ERROR",
-                exc_info=error if classified.code == "UNEXPECTED_ERROR" else None,
             )
             raise AttemptFailedError(classified, started=started, token=token) from error
-        self._log("processed", clock, fields)
+        self._finish("processed", clock, fields)
+        observe_terminal("processed", envelope)
         return "processed"
 
     @staticmethod
-    def _log(
+    def _finish(
         outcome: str,
         clock: float,
         fields: dict[str, Any],
         exc_info: BaseException | None = None,
         **more: Any,
     ) -> None:
-        duration = round((time.perf_counter() - clock) * 1000, 3)
+        """Count, time and log one attempt (one JSON line per job attempt)."""
+        duration = time.perf_counter() - clock
+        PROCESSING.labels(outcome).observe(duration)
+        if outcome != "failed":
+            WORKER_OUTCOMES.labels(outcome).inc()
         log.info(
             "job attempt",
             exc_info=exc_info,
-            extra={**fields, "outcome": outcome, "durationMs": duration, **more},
+            extra={**fields, "outcome": outcome, "durationMs": round(duration * 1000, 3), **more},
         )
+
+
+def observe_terminal(outcome: str, envelope: dict[str, Any]) -> None:
+    """Record receivedAt → terminal for an event that reached ``outcome``."""
+    try:
+        received = datetime.fromisoformat(str(envelope["receivedAt"]).replace("Z", "+00:00"))
+    except (KeyError, ValueError):
+        return
+    END_TO_END.labels(outcome).observe(max(0.0, (datetime.now(UTC) - received).total_seconds()))
 
 
 def task_function(pipeline: Pipeline) -> Callable[..., Awaitable[str]]:
@@ -179,7 +223,3 @@ def _update(envelope: dict[str, Any]) -> dict[str, Any]:
         "status": payload["status"],
         "traceId": envelope["traceId"],
     }
-
-
-def _new_traceparent() -> str:
-    return f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"

@@ -20,6 +20,7 @@ from typing import Any
 
 from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
 
+from courier_gateway.observability.metrics import RETRIES_SCHEDULED, WORKER_OUTCOMES
 from courier_gateway.queue import PROCESS_EVENT_TASK, encode_message
 from courier_gateway.queue.retry_schedule import RetrySchedule
 from courier_gateway.worker.deadletters import DeadLetters
@@ -31,7 +32,11 @@ from courier_gateway.worker.errors import (
     classify,
 )
 from courier_gateway.worker.ledger import Ledger, now
-from courier_gateway.worker.pipeline import AttemptFailedError, attempt_record
+from courier_gateway.worker.pipeline import (
+    AttemptFailedError,
+    attempt_record,
+    observe_terminal,
+)
 
 __all__ = ["RetryMiddleware", "RetryPolicy"]
 
@@ -110,6 +115,8 @@ class RetryMiddleware(TaskiqMiddleware):
                 "deferrals": 0,
             }
             await self.schedule.schedule(encode_message(retry, message.labels), delay)
+            WORKER_OUTCOMES.labels("retried").inc()
+            RETRIES_SCHEDULED.labels("retry", error.code.lower()).inc()
             log.info(
                 "retry scheduled",
                 extra=_context(
@@ -142,6 +149,8 @@ class RetryMiddleware(TaskiqMiddleware):
                 status="dead_lettered",
                 attempts=history,
             )
+        WORKER_OUTCOMES.labels("dead_lettered").inc()
+        observe_terminal("dead_lettered", envelope)
         log.warning(
             "dead-lettered", extra=_context(envelope, reasonCode=code, attempts=len(history))
         )
@@ -154,6 +163,8 @@ class RetryMiddleware(TaskiqMiddleware):
         await self.schedule.schedule(
             encode_message({**envelope, "deferrals": deferrals}, message.labels), delay
         )
+        WORKER_OUTCOMES.labels("deferred").inc()
+        RETRIES_SCHEDULED.labels("deferral", error.code.lower()).inc()
         log.info(
             "deferred",
             extra=_context(

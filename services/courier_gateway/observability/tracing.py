@@ -1,0 +1,139 @@
+"""OpenTelemetry tracing, configured by the standard ``OTEL_*`` variables, free when off.
+
+Tracing is on when an OTLP endpoint is configured (``OTEL_EXPORTER_OTLP_ENDPOINT`` or
+``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) or ``OTEL_TRACES_EXPORTER`` names an exporter
+(``otlp``, ``console``), and ``OTEL_SDK_DISABLED`` is not true. Everything else the SDK reads
+itself (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``, headers, sampler…).
+
+When off, :func:`span` does no OpenTelemetry work at all: it only mints a span id so the
+``traceparent`` handed on (queue labels, downstream requests) still carries the trace id.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["SpanHandle", "configure_tracing", "shutdown_tracing", "span", "tracing_enabled"]
+
+_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+_state: dict[str, Any] = {"tracer": None, "provider": None}
+
+
+@dataclass(frozen=True, slots=True)
+class SpanHandle:
+    """The ids of the current span, and the ``traceparent`` that makes it the parent."""
+
+    trace_id: str
+    span_id: str
+    sampled: bool = True
+
+    @property
+    def traceparent(self) -> str:
+        """W3C ``traceparent`` with this span as the parent."""
+        return f"00-{self.trace_id}-{self.span_id}-{'01' if self.sampled else '00'}"
+
+
+def tracing_enabled() -> bool:
+    """Whether spans are recorded and exported."""
+    return _state["tracer"] is not None
+
+
+def _wanted(environ: dict[str, str]) -> bool:
+    if environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
+        return False
+    exporter = environ.get("OTEL_TRACES_EXPORTER", "").lower()
+    if exporter == "none":
+        return False
+    endpoint = environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or environ.get(
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+    )
+    return bool(endpoint) or exporter in {"otlp", "console"}
+
+
+def configure_tracing(service: str) -> bool:
+    """Install the SDK's tracer provider when the environment asks for it; return whether on."""
+    environ = dict(os.environ)
+    if not _wanted(environ):
+        return False
+    from opentelemetry import trace
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        ConsoleSpanExporter,
+        SpanExporter,
+    )
+
+    resource = Resource.create({"service.name": environ.get("OTEL_SERVICE_NAME", service)})
+    provider = TracerProvider(resource=resource)
+    exporter: SpanExporter
+    if environ.get("OTEL_TRACES_EXPORTER", "otlp").lower() == "console":
+        exporter = ConsoleSpanExporter()
+    else:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        exporter = OTLPSpanExporter()
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    _state["provider"] = provider
+    _state["tracer"] = provider.get_tracer("courier_gateway")
+    return True
+
+
+def shutdown_tracing() -> None:
+    """Flush and stop the exporter (at process exit)."""
+    provider = _state["provider"]
+    if provider is not None:
+        provider.shutdown()
+
+
+def _parse(traceparent: str | None) -> tuple[str, str, bool] | None:
+    if not traceparent:
+        return None
+    match = _TRACEPARENT.match(traceparent.strip())
+    if not match or match.group(1) == "0" * 32 or match.group(2) == "0" * 16:
+        return None
+    return match.group(1), match.group(2), int(match.group(3), 16) & 1 == 1
+
+
+@contextmanager
+def span(
+    name: str,
+    *,
+    parent: str | SpanHandle | None = None,
+    kind: str = "internal",
+    attributes: dict[str, Any] | None = None,
+) -> Iterator[SpanHandle]:
+    """Run a block in a span that continues ``parent`` (a ``traceparent`` or a handle).
+
+    With no parent, the block continues the current span if there is one, else starts a trace.
+    """
+    tracer = _state["tracer"]
+    parent_text = parent.traceparent if isinstance(parent, SpanHandle) else parent
+    if tracer is None:
+        parsed = _parse(parent_text)
+        trace_id, sampled = (parsed[0], parsed[2]) if parsed else (os.urandom(16).hex(), True)
+        yield SpanHandle(trace_id, os.urandom(8).hex(), sampled)
+        return
+    from opentelemetry.trace import SpanKind, Status, StatusCode
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    context = (
+        TraceContextTextMapPropagator().extract({"traceparent": parent_text})
+        if parent_text
+        else None
+    )
+    with tracer.start_as_current_span(
+        name, context=context, kind=getattr(SpanKind, kind.upper()), attributes=attributes
+    ) as current:
+        ids = current.get_span_context()
+        try:
+            yield SpanHandle(f"{ids.trace_id:032x}", f"{ids.span_id:016x}", ids.trace_flags.sampled)
+        except BaseException as error:
+            current.set_status(Status(StatusCode.ERROR, type(error).__name__))
+            raise
