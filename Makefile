@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml | $(PY)
 venv: $(STAMP)
 
 dev: $(STAMP)
-	@.ci/ensure-redis
+	@.ci/ensure-tools redis-server:redis-server
 	$(VENV)/bin/courier-gateway dev
 
 lint: $(STAMP)
@@ -32,7 +32,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix $(LINT_PATHS)
 
 test: $(STAMP)
-	@.ci/ensure-redis
+	@.ci/ensure-tools redis-server:redis-server prometheus:prometheus promtool:prometheus
 	$(MAKE) --no-print-directory lint
 	$(PY) -m pytest
 
