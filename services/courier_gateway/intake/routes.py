@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime
 from functools import partial
 from importlib import resources
 from typing import Any
@@ -25,6 +24,7 @@ from courier_gateway.events import EventError, parse_event
 from courier_gateway.intake.responses import IntakeError, error_response, json_response
 from courier_gateway.intake.state import IntakeState
 from courier_gateway.observability import SpanHandle, request_id, single, span
+from courier_gateway.observability.logs import iso_utc, log_line
 from courier_gateway.observability.metrics import (
     DUPLICATES,
     ENQUEUED,
@@ -50,10 +50,6 @@ _OPENAPI: dict[str, Any] = yaml.safe_load(_OPENAPI_YAML)
 def _state(request: Request) -> IntakeState:
     state: IntakeState = request.app.ctx.state
     return state
-
-
-def _received_at() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @routes.post("/v1/events/<source:str>")
@@ -100,7 +96,7 @@ async def receive_event(request: Request, source: str) -> HTTPResponse:
     INTAKE_REQUESTS.labels(label, outcome).inc()
     INTAKE_LATENCY.labels(label).observe(duration)
     context["durationMs"] = round(duration * 1000, 3)
-    log.info("intake request", extra=context)
+    log_line(log, "intake request", context)
     return response
 
 
@@ -138,7 +134,7 @@ async def _accept(
         raise IntakeError(400, "INVALID_PAYLOAD", str(error)) from None
     context.update(eventId=event.eventId, keyId=key_id)
     assert event.idempotencyKey is not None
-    received_at = _received_at()
+    received_at = iso_utc(time.time())
     settings = state.settings
     limit = source.rate_limit
     try:

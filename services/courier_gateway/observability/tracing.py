@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,33 +101,51 @@ def _parse(traceparent: str | None) -> tuple[str, str, bool] | None:
     return match.group(1), match.group(2), int(match.group(3), 16) & 1 == 1
 
 
-@contextmanager
+class _Untraced:
+    """The span stand-in when tracing is off: no OpenTelemetry work, just fresh ids."""
+
+    __slots__ = ("handle",)
+
+    def __init__(self, handle: SpanHandle) -> None:
+        self.handle = handle
+
+    def __enter__(self) -> SpanHandle:
+        return self.handle
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+
 def span(
     name: str,
     *,
     parent: str | SpanHandle | None = None,
     kind: str = "internal",
     attributes: dict[str, Any] | None = None,
-) -> Iterator[SpanHandle]:
+) -> AbstractContextManager[SpanHandle]:
     """Run a block in a span that continues ``parent`` (a ``traceparent`` or a handle).
 
     With no parent, the block continues the current span if there is one, else starts a trace.
     """
-    tracer = _state["tracer"]
-    parent_text = parent.traceparent if isinstance(parent, SpanHandle) else parent
-    if tracer is None:
-        parsed = _parse(parent_text)
+    if _state["tracer"] is None:
+        if isinstance(parent, SpanHandle):
+            return _Untraced(SpanHandle(parent.trace_id, os.urandom(8).hex(), parent.sampled))
+        parsed = _parse(parent)
         trace_id, sampled = (parsed[0], parsed[2]) if parsed else (os.urandom(16).hex(), True)
-        yield SpanHandle(trace_id, os.urandom(8).hex(), sampled)
-        return
+        return _Untraced(SpanHandle(trace_id, os.urandom(8).hex(), sampled))
+    text = parent.traceparent if isinstance(parent, SpanHandle) else parent
+    return _traced(name, text, kind, attributes)
+
+
+@contextmanager
+def _traced(
+    name: str, parent: str | None, kind: str, attributes: dict[str, Any] | None
+) -> Iterator[SpanHandle]:
     from opentelemetry.trace import SpanKind, Status, StatusCode
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-    context = (
-        TraceContextTextMapPropagator().extract({"traceparent": parent_text})
-        if parent_text
-        else None
-    )
+    tracer = _state["tracer"]
+    context = TraceContextTextMapPropagator().extract({"traceparent": parent}) if parent else None
     with tracer.start_as_current_span(
         name, context=context, kind=getattr(SpanKind, kind.upper()), attributes=attributes
     ) as current:

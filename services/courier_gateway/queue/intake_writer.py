@@ -5,9 +5,10 @@ as the ``XADD``, so ``duplicate: true`` is only ever answered for a copy that re
 stream (DESIGN §3), and the rate limit counts only authentic requests (the script runs after the
 signature check) and holds across every ingress process because the bucket lives in Redis.
 
-Why group commit: each request awaits its own write, but concurrent requests' scripts travel in
-one pipeline, one round trip for the batch. A single flusher per process sends the next batch as
-soon as the previous one is answered, so batching adds no timer delay at low load.
+Why group commit: each request awaits its own write, but the events of concurrent requests
+travel in one script call: one round trip, and one command to encode and parse, per batch. A
+single flusher per process sends the next batch as soon as the previous one is answered, so
+batching adds no timer delay at low load.
 """
 
 from __future__ import annotations
@@ -16,41 +17,56 @@ import asyncio
 import contextlib
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError
 
 __all__ = ["IntakeUnavailableError", "IntakeWriter", "WriteOutcome", "WriteRequest"]
 
-# KEYS: stream, rate-limit bucket, duplicate-hint key.
-# ARGV: message, rate per second (0: none), burst, hint TTL seconds (0: none).
+# One call writes a whole batch. KEYS: the stream, then per event its rate-limit bucket and its
+# duplicate-hint key. ARGV per event: message, rate per second (0: none), burst, hint TTL
+# seconds (0: none). Returns, per event, a status and a value (entry id or seconds to wait).
 _SCRIPT = """
-local rate = tonumber(ARGV[2])
-if rate > 0 then
-  local burst = tonumber(ARGV[3])
-  local clock = redis.call('TIME')
-  local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
-  local bucket = redis.call('HMGET', KEYS[2], 'tokens', 'at')
-  local tokens = tonumber(bucket[1]) or burst
-  local at = tonumber(bucket[2]) or now
-  tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
-  if tokens < 1 then
-    return {'limited', tostring((1 - tokens) / rate)}
+local results = {}
+local now = nil
+for i = 0, (#ARGV / 4) - 1 do
+  local bucket, hint = KEYS[2 + 2 * i], KEYS[3 + 2 * i]
+  local message, rate = ARGV[1 + 4 * i], tonumber(ARGV[2 + 4 * i])
+  local burst, ttl = tonumber(ARGV[3 + 4 * i]), tonumber(ARGV[4 + 4 * i])
+  local status, value = nil, ''
+  if rate > 0 then
+    if now == nil then
+      local clock = redis.call('TIME')
+      now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+    end
+    local state = redis.call('HMGET', bucket, 'tokens', 'at')
+    local tokens = tonumber(state[1]) or burst
+    local at = tonumber(state[2]) or now
+    tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
+    if tokens < 1 then
+      status, value = 'limited', tostring((1 - tokens) / rate)
+    else
+      redis.call('HSET', bucket, 'tokens', tostring(tokens - 1), 'at', tostring(now))
+      redis.call('PEXPIRE', bucket, math.ceil(burst / rate * 1000) + 1000)
+    end
   end
-  redis.call('HSET', KEYS[2], 'tokens', tostring(tokens - 1), 'at', tostring(now))
-  redis.call('PEXPIRE', KEYS[2], math.ceil(burst / rate * 1000) + 1000)
+  if status == nil and ttl > 0 and redis.call('EXISTS', hint) == 1 then
+    status = 'duplicate'
+  end
+  if status == nil then
+    value = redis.call('XADD', KEYS[1], '*', 'data', message)
+    if ttl > 0 then
+      redis.call('SET', hint, value, 'EX', ttl)
+    end
+    status = 'queued'
+  end
+  results[#results + 1] = status
+  results[#results + 1] = value
 end
-local ttl = tonumber(ARGV[4])
-if ttl > 0 and redis.call('EXISTS', KEYS[3]) == 1 then
-  return {'duplicate', ''}
-end
-local id = redis.call('XADD', KEYS[1], '*', 'data', ARGV[1])
-if ttl > 0 then
-  redis.call('SET', KEYS[3], id, 'EX', ttl)
-end
-return {'queued', id}
+return results
 """
+_MAX_BATCH = 256
 
 
 class IntakeUnavailableError(Exception):
@@ -147,43 +163,37 @@ class IntakeWriter:
     async def _send(self, batch: list[WriteRequest]) -> list[WriteOutcome | Exception]:
         if self._sha is None:
             self._sha = str(await self._redis.script_load(_SCRIPT))
-        results: list[WriteOutcome | Exception] = await self._run(batch)
-        missing = [
-            index for index, result in enumerate(results) if isinstance(result, NoScriptError)
-        ]
-        if missing:
+        chunks = [batch[i : i + _MAX_BATCH] for i in range(0, len(batch), _MAX_BATCH)]
+        replies = await self._run(chunks)
+        if any(isinstance(reply, NoScriptError) for reply in replies):
             # Redis restarted and lost its script cache; NOSCRIPT means nothing ran, so resend.
             self._sha = str(await self._redis.script_load(_SCRIPT))
-            retried = await self._run([batch[index] for index in missing])
-            for index, result in zip(missing, retried, strict=True):
-                results[index] = result
+            replies = await self._run(chunks)
+        results: list[WriteOutcome | Exception] = []
+        for chunk, reply in zip(chunks, replies, strict=True):
+            if isinstance(reply, Exception):
+                results.extend([reply] * len(chunk))
+            else:
+                results.extend(_outcome(reply[i], reply[i + 1]) for i in range(0, len(reply), 2))
         return results
 
-    async def _run(self, batch: list[WriteRequest]) -> list[WriteOutcome | Exception]:
+    async def _run(self, chunks: list[list[WriteRequest]]) -> list[Any]:
         assert self._sha is not None
         async with self._redis.pipeline(transaction=False) as pipe:
-            for request in batch:
-                pipe.evalsha(
-                    self._sha,
-                    3,
-                    self._stream,
-                    request.rate_key,
-                    request.hint_key,
-                    request.message,
-                    request.per_second,
-                    request.burst,
-                    request.hint_ttl,
-                )
-            raw = await pipe.execute(raise_on_error=False)
-        return [_outcome(item) for item in raw]
+            for chunk in chunks:
+                keys: list[str] = [self._stream]
+                args: list[bytes | float | int] = []
+                for request in chunk:
+                    keys += (request.rate_key, request.hint_key)
+                    args += (request.message, request.per_second, request.burst, request.hint_ttl)
+                pipe.evalsha(self._sha, len(keys), *keys, *args)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        return replies
 
 
-def _outcome(item: object) -> WriteOutcome | Exception:
-    if isinstance(item, Exception):
-        return item
-    assert isinstance(item, list)
-    status = item[0].decode() if isinstance(item[0], bytes) else str(item[0])
-    value = item[1].decode() if isinstance(item[1], bytes) else str(item[1])
+def _outcome(status_raw: bytes | str, value_raw: bytes | str) -> WriteOutcome:
+    status = status_raw.decode() if isinstance(status_raw, bytes) else status_raw
+    value = value_raw.decode() if isinstance(value_raw, bytes) else value_raw
     if status == "queued":
         return WriteOutcome("queued", entry_id=value)
     if status == "duplicate":
