@@ -15,7 +15,7 @@ from courier_gateway.devstack.processes import free_port
 from tests.support.servers import RedisServer, StoreServer, wait_for
 from tests.support.signing import signed
 
-__all__ = ["SECRET", "StackEnv", "post_events"]
+__all__ = ["SECRET", "StackEnv", "history", "post_events"]
 
 SECRET = "stack-secret-0001"
 
@@ -95,3 +95,8 @@ def post_events(
     finally:
         if own:
             http.close()
+
+
+def history(shipment: dict[str, Any]) -> list[dict[str, Any]]:
+    """A shipment's history entries, oldest first (the store keeps them as a map)."""
+    return sorted(shipment["history"].values(), key=lambda entry: entry["occurredAt"])

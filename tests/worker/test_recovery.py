@@ -21,7 +21,7 @@ from tests.conftest import StartGateway
 from tests.support.downstream import Downstream
 from tests.support.servers import RedisServer, StoreServer, wait_for
 from tests.support.signing import event
-from tests.support.stack import StackEnv, post_events
+from tests.support.stack import StackEnv, history, post_events
 
 
 def assert_applied_once(stack: StackEnv, expected: int) -> None:
@@ -31,7 +31,7 @@ def assert_applied_once(stack: StackEnv, expected: int) -> None:
     keys = [
         entry["idempotencyKey"]
         for doc in stack.find("active_shipments")
-        for entry in doc["history"]
+        for entry in history(doc)
     ]
     assert len(keys) == len(set(keys)) == expected
 

@@ -1,8 +1,9 @@
 """The collections' documents, indexes and TTLs (DESIGN §6).
 
-Lists of sub-documents (attempts, history, replays) are always written whole with ``$set`` by
-the single holder of a lease or version, never appended with ``$push``: that keeps each write
-idempotent and works identically on MongoDB and on the embedded store.
+Lists of sub-documents (attempts, replays) are written whole with ``$set`` by the single holder
+of a lease, and a shipment's history is a map written entry by entry with ``$set``; nothing is
+appended with ``$push``. That keeps each write idempotent and works identically on MongoDB and on
+the embedded store.
 """
 
 from __future__ import annotations
@@ -83,15 +84,15 @@ class ActiveShipment(Document):
 
     shipmentId: str  # noqa: N815
     orderId: str | None = None  # noqa: N815
-    status: str
-    lastEventId: str  # noqa: N815
-    lastOccurredAt: datetime  # noqa: N815
+    status: str | None
+    lastEventId: str | None = None  # noqa: N815
+    lastOccurredAt: datetime | None = None  # noqa: N815
     #: ``occurredAt`` (UTC, fixed width) + ``|`` + ``eventId``: one string orders events totally.
     lastEventOrder: str  # noqa: N815
-    version: int
-    history: list[HistoryEntry]
+    #: Every applied event, keyed by a digest of its idempotency key (so each appears once).
+    history: dict[str, HistoryEntry]
     createdAt: datetime  # noqa: N815
-    updatedAt: datetime  # noqa: N815
+    updatedAt: datetime | None = None  # noqa: N815
 
     class Settings:
         name = "active_shipments"

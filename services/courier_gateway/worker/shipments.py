@@ -2,9 +2,15 @@
 
 Out-of-order events never regress state: the current status comes from the event with the
 greatest ``(occurredAt, eventId)``; every applied event joins the history, older ones included.
-Re-applying an event changes nothing (its idempotency key is already in the history). Writes are
-guarded by the document's ``version`` (optimistic concurrency), so two workers applying two
-events of one shipment never lose either: the loser re-reads and tries again.
+
+The common case, a newer event with an allowed transition, is one round trip: an upsert whose
+filter holds the guard (``lastEventOrder`` below this event's, and not final when this status
+is not) and whose update sets both the current state and this event's history entry. The
+history is a map keyed by a digest of the idempotency key, so an event appears once however
+often it is applied. When the guard fails on an existing shipment, the upsert's insert collides
+with the unique ``shipmentId`` (a standard MongoDB duplicate-key error), and only then is the
+document read to tell an older event (it joins the history, status unchanged), a re-applied one
+(nothing to do), a concurrent newer one (try again) and an invalid transition (dead letter).
 
 Which statuses and transitions are valid is deliberately small and explicit: once a shipment is
 final (delivered, returned, cancelled), a *newer* non-final status is an invalid transition and
@@ -13,6 +19,7 @@ the event is dead-lettered for review rather than silently applied.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -23,7 +30,14 @@ from courier_gateway.store import ActiveShipment
 from courier_gateway.worker.errors import TerminalError, TransientError
 from courier_gateway.worker.ledger import now
 
-__all__ = ["EVENT_TYPES", "FINAL_STATUSES", "STATUSES", "Shipments", "check_event"]
+__all__ = [
+    "EVENT_TYPES",
+    "FINAL_STATUSES",
+    "STATUSES",
+    "Shipments",
+    "check_event",
+    "history_key",
+]
 
 EVENT_TYPES = frozenset({"shipment.status.updated", "shipment.created"})
 FINAL_STATUSES = frozenset({"delivered", "returned", "cancelled"})
@@ -40,9 +54,8 @@ STATUSES = FINAL_STATUSES | {
     "on_hold",
     "returning",
 }
-_OPTIMISTIC_TRIES = 8
-
 Applied = Literal["applied", "older", "already"]
+_TRIES = 8
 
 
 def check_event(event: dict[str, Any]) -> None:
@@ -66,6 +79,11 @@ def parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
+def history_key(idempotency_key: str) -> str:
+    """The history map's key for an event: a digest, since ids may contain '.' or '$'."""
+    return hashlib.sha256(idempotency_key.encode()).hexdigest()[:24]
+
+
 class Shipments:
     """Applies events to ``active_shipments``."""
 
@@ -79,76 +97,66 @@ class Shipments:
         """Apply one event; idempotent. Raise :class:`TerminalError` on an invalid transition."""
         event = envelope["event"]
         payload = event["payload"]
+        shipment_id = payload["shipmentId"]
         occurred_at = parse_time(event["occurredAt"])
         order = order_key(occurred_at, event["eventId"])
+        status = payload["status"]
+        entry_key = history_key(event["idempotencyKey"])
         entry = {
             "idempotencyKey": event["idempotencyKey"],
             "eventId": event["eventId"],
             "eventType": event["eventType"],
-            "status": payload["status"],
+            "status": status,
             "occurredAt": occurred_at,
             "source": event["source"],
             "receivedAt": envelope["receivedAt"],
         }
-        current = {
-            "status": payload["status"],
+        current: dict[str, Any] = {
+            "status": status,
             "lastEventId": event["eventId"],
             "lastOccurredAt": occurred_at,
             "lastEventOrder": order,
+            f"history.{entry_key}": entry,
         }
         if payload.get("orderId"):
             current["orderId"] = payload["orderId"]
-        for _ in range(_OPTIMISTIC_TRIES):
-            document = await self.collection.find_one({"shipmentId": payload["shipmentId"]})
-            if document is None:
-                moment = now()
-                try:
-                    await self.collection.insert_one(
-                        {
-                            "shipmentId": payload["shipmentId"],
-                            "orderId": payload.get("orderId"),
-                            **current,
-                            "version": 1,
-                            "history": [entry],
-                            "createdAt": moment,
-                            "updatedAt": moment,
-                        }
-                    )
-                except DuplicateKeyError:
-                    continue
-                return "applied"
-            history: list[dict[str, Any]] = document.get("history", [])
-            if any(item["idempotencyKey"] == entry["idempotencyKey"] for item in history):
-                return "already"
-            newer = order > document["lastEventOrder"]
-            if (
-                newer
-                and document["status"] in FINAL_STATUSES
-                and payload["status"] not in FINAL_STATUSES
-            ):
-                raise TerminalError(
-                    "INVALID_TRANSITION",
-                    f"shipment is {document['status']!r};"
-                    f" a later {payload['status']!r} is not allowed",
+        guard: dict[str, Any] = {"shipmentId": shipment_id, "lastEventOrder": {"$lt": order}}
+        if status not in FINAL_STATUSES:
+            guard["status"] = {"$nin": sorted(FINAL_STATUSES)}
+        for _ in range(_TRIES):
+            moment = now()
+            try:
+                await self.collection.update_one(
+                    guard,
+                    {
+                        "$set": {**current, "updatedAt": moment},
+                        "$setOnInsert": {"createdAt": moment},
+                    },
+                    upsert=True,
                 )
-            history = sorted([*history, entry], key=lambda item: _aware(item["occurredAt"]))
-            changes: dict[str, Any] = {
-                "history": history,
-                "version": document["version"] + 1,
-                "updatedAt": now(),
-            }
-            if newer:
-                changes.update(current)
-            result = await self.collection.update_one(
-                {"shipmentId": payload["shipmentId"], "version": document["version"]},
-                {"$set": changes},
+            except DuplicateKeyError:
+                pass  # the shipment exists and the guard did not hold: find out why
+            else:
+                return "applied"
+            document = await self.collection.find_one(
+                {"shipmentId": shipment_id},
+                projection={"status": 1, "lastEventOrder": 1, "history": 1},
             )
-            if result.matched_count == 1:
-                return "applied" if newer else "older"
+            if document is None:
+                continue
+            if entry_key in (document.get("history") or {}):
+                return "already"
+            if document["lastEventOrder"] < order:
+                if document["status"] in FINAL_STATUSES and status not in FINAL_STATUSES:
+                    raise TerminalError(
+                        "INVALID_TRANSITION",
+                        f"shipment is {document['status']!r}; a later {status!r} is not allowed",
+                    )
+                continue  # a concurrent event moved the shipment meanwhile: try again
+            await self.collection.update_one(
+                {"shipmentId": shipment_id}, {"$set": {f"history.{entry_key}": entry}}
+            )
+            return "older"
         raise TransientError(
             "CONCURRENT_UPDATE", "the shipment kept changing under concurrent updates"
         )
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
