@@ -41,6 +41,7 @@ __all__ = [
     "RETRIES_PENDING",
     "RETRIES_SCHEDULED",
     "SIGNATURE_FAILURES",
+    "STORE_OPERATIONS",
     "WORKER_OUTCOMES",
     "WORKER_UP",
     "declare_build",
@@ -141,6 +142,11 @@ BREAKER_STATE = Gauge(
     "Downstream circuit breaker per host: 0 closed, 1 half-open, 2 open.",
     ["host"],
     multiprocess_mode="max",
+)
+STORE_OPERATIONS = Counter(
+    "courier_gateway_store_operations_total",
+    "MongoDB commands sent by the worker (one per round trip), by command name.",
+    ["command"],
 )
 WORKER_UP = Gauge(
     "courier_gateway_worker_up",

@@ -6,11 +6,36 @@ from typing import Any
 
 from beanie import init_beanie
 from pymongo import AsyncMongoClient
+from pymongo.monitoring import (
+    CommandFailedEvent,
+    CommandListener,
+    CommandStartedEvent,
+    CommandSucceededEvent,
+)
 
 from courier_gateway.config import Settings
+from courier_gateway.observability.metrics import STORE_OPERATIONS
 from courier_gateway.store.documents import ActiveShipment, DeadLetterEvent, ProcessedEvent
 
 __all__ = ["open_store"]
+
+_COUNTED = frozenset(
+    {"insert", "update", "delete", "find", "findAndModify", "aggregate", "count", "bulkWrite"}
+)
+
+
+class _RoundTrips(CommandListener):
+    """Counts data commands, so round trips per event can be measured (``make bench``)."""
+
+    def started(self, event: CommandStartedEvent) -> None:
+        if event.command_name in _COUNTED:
+            STORE_OPERATIONS.labels(event.command_name).inc()
+
+    def succeeded(self, event: CommandSucceededEvent) -> None:
+        return None
+
+    def failed(self, event: CommandFailedEvent) -> None:
+        return None
 
 
 async def open_store(settings: Settings) -> AsyncMongoClient[dict[str, Any]]:
@@ -28,6 +53,7 @@ async def open_store(settings: Settings) -> AsyncMongoClient[dict[str, Any]]:
         connectTimeoutMS=timeout,
         socketTimeoutMS=timeout,
         maxPoolSize=max(10, settings.worker_concurrency * 2),
+        event_listeners=[_RoundTrips()],
     )
     await init_beanie(
         database=client[settings.mongo_db],
