@@ -12,13 +12,15 @@ import sys
 import uuid
 from collections.abc import Callable
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import orjson
 from redis.asyncio import Redis
 
 from courier_gateway.config import ConfigError, Settings
-from courier_gateway.store import open_store
-from courier_gateway.worker.replay import ReplayResult, Selection, replay
+
+if TYPE_CHECKING:
+    from courier_gateway.worker.replay import ReplayResult, Selection
 
 __all__ = ["add_arguments", "run"]
 
@@ -80,6 +82,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _selection(args: argparse.Namespace) -> Selection:
+    from courier_gateway.worker.replay import Selection
+
     chosen = args.event_id or args.reason or args.source or args.since or args.until
     if not chosen and not args.all:
         raise ConfigError(
@@ -115,6 +119,11 @@ def _table(result: ReplayResult) -> str:
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> ReplayResult:
+    # Imported here: the command line is parsed by every role, and the ingress must not load
+    # prometheus-client before it has chosen its multiprocess directory.
+    from courier_gateway.store import open_store
+    from courier_gateway.worker.replay import replay
+
     settings.require("REDIS_URL", "MONGO_URI")
     assert settings.redis_url is not None
     selection = _selection(args)

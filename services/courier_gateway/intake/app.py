@@ -43,7 +43,7 @@ from courier_gateway.observability import (
     request_id,
     shutdown_tracing,
 )
-from courier_gateway.observability.metrics import INTAKE_REQUESTS, declare_build
+from courier_gateway.observability.metrics import INTAKE_REQUESTS, declare_build, prime_intake
 from courier_gateway.queue import IntakeWriter
 from courier_gateway.queue.broker import ensure_consumer_group
 
@@ -119,6 +119,7 @@ def create_app(settings: Settings, *, name: str | None = None) -> App:
     configure_tracing("courier-gateway-ingress")
     declare_build("ingress")
     keyring = KeyRing(load_sources(settings))
+    prime_intake(keyring.names())
     app = Sanic(
         name or f"courier-gateway-{next(_names)}",
         error_handler=_JsonErrors(),

@@ -1,4 +1,8 @@
-"""Prometheus metrics, prefix ``courier_gateway_`` (catalogue in ``docs/observability.md``).
+"""Prometheus metrics of the intake and both roles, prefix ``courier_gateway_``.
+
+The worker's own metrics live in :mod:`courier_gateway.observability.worker_metrics`, which the
+ingress never imports, so an ingress never exports worker gauges as zeros. The catalogue is in
+``docs/observability.md``.
 
 Label values are bounded: sources are configured names (``unknown`` otherwise), outcomes and
 reasons are fixed vocabularies, hosts come from configuration. No event ids, no raw paths.
@@ -26,31 +30,19 @@ from prometheus_client import (
 from courier_gateway import __version__
 
 __all__ = [
-    "BREAKER_STATE",
     "BUILD_INFO",
-    "DEAD_LETTERS_PENDING",
     "DUPLICATES",
-    "END_TO_END",
     "ENQUEUED",
     "INTAKE_LATENCY",
     "INTAKE_REQUESTS",
-    "JOBS_IN_FLIGHT",
     "LEGACY_SIGNATURES",
-    "PROCESSING",
-    "QUEUE_LAG",
-    "RETRIES_PENDING",
-    "RETRIES_SCHEDULED",
     "SIGNATURE_FAILURES",
-    "STORE_OPERATIONS",
-    "WORKER_OUTCOMES",
-    "WORKER_UP",
     "declare_build",
+    "prime_intake",
     "render",
 ]
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
-_WORK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
-_E2E_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600)
 
 # Intake (ingress processes).
 INTAKE_REQUESTS = Counter(
@@ -93,67 +85,6 @@ BUILD_INFO = Gauge(
     multiprocess_mode="max",
 )
 
-# Worker.
-WORKER_OUTCOMES = Counter(
-    "courier_gateway_worker_outcomes_total",
-    "Job attempts by outcome: processed, duplicate, retried, deferred, dead_lettered.",
-    ["outcome"],
-)
-PROCESSING = Histogram(
-    "courier_gateway_processing_seconds",
-    "Time one job attempt took, by outcome.",
-    ["outcome"],
-    buckets=_WORK_BUCKETS,
-)
-END_TO_END = Histogram(
-    "courier_gateway_end_to_end_seconds",
-    "From receivedAt at intake to the event's terminal state, by terminal outcome.",
-    ["outcome"],
-    buckets=_E2E_BUCKETS,
-)
-RETRIES_SCHEDULED = Counter(
-    "courier_gateway_retries_scheduled_total",
-    "Messages put on the delayed-retry schedule: kind=retry (spends an attempt) or deferral.",
-    ["kind", "reason"],
-)
-JOBS_IN_FLIGHT = Gauge(
-    "courier_gateway_jobs_in_flight",
-    "Jobs running in this worker now.",
-    multiprocess_mode="livesum",
-)
-QUEUE_LAG = Gauge(
-    "courier_gateway_queue_lag",
-    "Stream entries not yet delivered to the workers plus delivered but unacknowledged.",
-    ["state"],
-    multiprocess_mode="max",
-)
-RETRIES_PENDING = Gauge(
-    "courier_gateway_retries_pending",
-    "Messages waiting on the delayed-retry schedule.",
-    multiprocess_mode="max",
-)
-DEAD_LETTERS_PENDING = Gauge(
-    "courier_gateway_dead_letters_pending",
-    "Dead letters waiting for review (reviewStatus pending).",
-    multiprocess_mode="max",
-)
-BREAKER_STATE = Gauge(
-    "courier_gateway_downstream_breaker_state",
-    "Downstream circuit breaker per host: 0 closed, 1 half-open, 2 open.",
-    ["host"],
-    multiprocess_mode="max",
-)
-STORE_OPERATIONS = Counter(
-    "courier_gateway_store_operations_total",
-    "MongoDB commands sent by the worker (one per round trip), by command name.",
-    ["command"],
-)
-WORKER_UP = Gauge(
-    "courier_gateway_worker_up",
-    "1 while this worker is consuming; 0 while draining.",
-    multiprocess_mode="livesum",
-)
-
 
 def render() -> bytes:
     """The exposition text: aggregated over processes in multiprocess mode."""
@@ -167,3 +98,32 @@ def render() -> bytes:
 def declare_build(role: str) -> None:
     """Set the build-info gauge for this process's role."""
     BUILD_INFO.labels(version=__version__, role=role).set(1)
+
+
+#: Every outcome the intake counts; primed at start so rates see their first increments.
+INTAKE_OUTCOMES = (
+    "accepted",
+    "duplicate",
+    "invalid_payload",
+    "invalid_signature",
+    "unsupported_media_type",
+    "payload_too_large",
+    "rate_limited",
+    "intake_unavailable",
+)
+
+
+def prime_intake(sources: list[str]) -> None:
+    """Create the intake's series at zero for every configured source.
+
+    A labelled series that appears only at its first increment makes ``rate()`` miss that
+    increment; creating them up front makes the first event count.
+    """
+    for source in sources:
+        for outcome in INTAKE_OUTCOMES:
+            INTAKE_REQUESTS.labels(source, outcome)
+        INTAKE_LATENCY.labels(source)
+        ENQUEUED.labels(source)
+    INTAKE_REQUESTS.labels("unknown", "unknown_source")
+    INTAKE_REQUESTS.labels("unknown", "not_found")
+    DUPLICATES.labels("intake")

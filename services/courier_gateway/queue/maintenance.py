@@ -16,7 +16,7 @@ import logging
 
 from redis.asyncio import Redis
 
-from courier_gateway.observability.metrics import QUEUE_LAG, RETRIES_PENDING
+from courier_gateway.observability.worker_metrics import QUEUE_LAG, RETRIES_PENDING
 from courier_gateway.queue.broker import CONSUMER_GROUP
 from courier_gateway.queue.retry_schedule import RetrySchedule
 

@@ -14,7 +14,7 @@ from pymongo.monitoring import (
 )
 
 from courier_gateway.config import Settings
-from courier_gateway.observability.metrics import STORE_OPERATIONS
+from courier_gateway.observability.worker_metrics import STORE_OPERATIONS
 from courier_gateway.store.documents import ActiveShipment, DeadLetterEvent, ProcessedEvent
 
 __all__ = ["open_store"]

@@ -18,7 +18,7 @@ import httpx
 import orjson
 
 from courier_gateway.config.sources import Scheme
-from courier_gateway.observability.metrics import BREAKER_STATE
+from courier_gateway.observability.worker_metrics import BREAKER_STATE
 from courier_gateway.signatures import sign
 from courier_gateway.worker.errors import DeferredError, TerminalError, TransientError
 

@@ -18,8 +18,8 @@ from typing import Any
 from taskiq import Context, TaskiqDepends
 
 from courier_gateway.observability import SpanHandle, span
-from courier_gateway.observability.metrics import (
-    DUPLICATES,
+from courier_gateway.observability.metrics import DUPLICATES
+from courier_gateway.observability.worker_metrics import (
     END_TO_END,
     JOBS_IN_FLIGHT,
     PROCESSING,

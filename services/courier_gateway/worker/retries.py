@@ -20,7 +20,7 @@ from typing import Any
 
 from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
 
-from courier_gateway.observability.metrics import RETRIES_SCHEDULED, WORKER_OUTCOMES
+from courier_gateway.observability.worker_metrics import RETRIES_SCHEDULED, WORKER_OUTCOMES
 from courier_gateway.queue import PROCESS_EVENT_TASK, encode_message
 from courier_gateway.queue.retry_schedule import RetrySchedule
 from courier_gateway.worker.deadletters import DeadLetters

@@ -29,7 +29,12 @@ from taskiq.receiver import Receiver
 
 from courier_gateway.config import ConfigError, Settings
 from courier_gateway.observability import configure_logging, configure_tracing, shutdown_tracing
-from courier_gateway.observability.metrics import DEAD_LETTERS_PENDING, WORKER_UP, declare_build
+from courier_gateway.observability.metrics import declare_build
+from courier_gateway.observability.worker_metrics import (
+    DEAD_LETTERS_PENDING,
+    WORKER_UP,
+    prime_worker,
+)
 from courier_gateway.queue import PROCESS_EVENT_TASK
 from courier_gateway.queue.broker import CONSUMER_GROUP, CourierStreamBroker, make_broker
 from courier_gateway.queue.maintenance import (
@@ -154,6 +159,11 @@ class WorkerProcess:
             ),
             asyncio.create_task(_every(_GAUGE_INTERVAL, self._refresh_gauges, "gauges")),
         ]
+        try:
+            # Real values before the first scrape: a 0 there could trip an alert on restart.
+            await self._refresh_gauges()
+        except Exception:
+            log.warning("could not read the queue state at start; will retry")
         if self.settings.worker_metrics_port:
             try:
                 await self.status.start()
@@ -218,6 +228,7 @@ async def run_worker(settings: Settings) -> int:
     configure_logging(settings.log_level)
     configure_tracing("courier-gateway-worker")
     declare_build("worker")
+    prime_worker()
     _downstream(settings)  # a bad downstream configuration fails before anything connects
     try:
         store = await open_store(settings)
