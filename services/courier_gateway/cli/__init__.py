@@ -7,6 +7,7 @@ code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -125,6 +126,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line, run the chosen role and return its exit code."""
     args = _parser().parse_args(argv)
+    if args.command != "ingress":
+        # Only a multi-process ingress aggregates metrics through files; every other role is
+        # one process with its own registry, whatever the environment inherited says.
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
