@@ -32,9 +32,13 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix $(LINT_PATHS)
 
 test: $(STAMP)
-	@.ci/ensure-tools redis-server:redis-server prometheus:prometheus promtool:prometheus
+	@.ci/ensure-tools redis-server:redis-server prometheus:prometheus promtool:prometheus wrk:wrk
 	$(MAKE) --no-print-directory lint
 	$(PY) -m pytest
+
+bench: $(STAMP)
+	@.ci/ensure-tools redis-server:redis-server wrk:wrk
+	$(PY) -m loadtest bench
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache .hypothesis

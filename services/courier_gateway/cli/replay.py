@@ -127,12 +127,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> ReplayResult:
     settings.require("REDIS_URL", "MONGO_URI")
     assert settings.redis_url is not None
     selection = _selection(args)
-    try:
-        store = await open_store(settings)
-    except Exception as error:
-        raise ConfigError(
-            f"MONGO_URI: the store is not reachable ({type(error).__name__})"
-        ) from None
+    store = await open_store(settings)
     redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
     try:
         return await replay(

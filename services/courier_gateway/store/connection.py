@@ -6,6 +6,7 @@ from typing import Any
 
 from beanie import init_beanie
 from pymongo import AsyncMongoClient
+from pymongo.errors import PyMongoError
 from pymongo.monitoring import (
     CommandFailedEvent,
     CommandListener,
@@ -13,7 +14,7 @@ from pymongo.monitoring import (
     CommandSucceededEvent,
 )
 
-from courier_gateway.config import Settings
+from courier_gateway.config import ConfigError, Settings
 from courier_gateway.observability.worker_metrics import STORE_OPERATIONS
 from courier_gateway.store.documents import ActiveShipment, DeadLetterEvent, ProcessedEvent
 
@@ -41,6 +42,8 @@ class _RoundTrips(CommandListener):
 async def open_store(settings: Settings) -> AsyncMongoClient[dict[str, Any]]:
     """Connect, initialise Beanie and create the indexes (idempotent); return the client.
 
+    Raise :class:`ConfigError` naming ``MONGO_URI`` when the store cannot be reached.
+
     Timeouts are bounded by ``STORE_TIMEOUT_MS`` so a store outage surfaces as an error the
     worker can retry, instead of a call that hangs for pymongo's default 30 s.
     """
@@ -55,8 +58,14 @@ async def open_store(settings: Settings) -> AsyncMongoClient[dict[str, Any]]:
         maxPoolSize=max(10, settings.worker_concurrency * 2),
         event_listeners=[_RoundTrips()],
     )
-    await init_beanie(
-        database=client[settings.mongo_db],
-        document_models=[ProcessedEvent, ActiveShipment, DeadLetterEvent],
-    )
+    try:
+        await init_beanie(
+            database=client[settings.mongo_db],
+            document_models=[ProcessedEvent, ActiveShipment, DeadLetterEvent],
+        )
+    except PyMongoError as error:
+        await client.close()
+        raise ConfigError(
+            f"MONGO_URI: the store is not reachable ({type(error).__name__})"
+        ) from None
     return client

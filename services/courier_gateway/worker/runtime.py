@@ -230,12 +230,7 @@ async def run_worker(settings: Settings) -> int:
     declare_build("worker")
     prime_worker()
     _downstream(settings)  # a bad downstream configuration fails before anything connects
-    try:
-        store = await open_store(settings)
-    except Exception as error:
-        raise ConfigError(
-            f"MONGO_URI: the store is not reachable ({type(error).__name__})"
-        ) from None
+    store = await open_store(settings)
     worker = WorkerProcess(settings, store)
     try:
         await worker.start()
