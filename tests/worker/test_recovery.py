@@ -29,9 +29,7 @@ def assert_applied_once(stack: StackEnv, expected: int) -> None:
     assert len(records) == expected
     assert Counter(r["status"] for r in records) == {"processed": expected}
     keys = [
-        entry["idempotencyKey"]
-        for doc in stack.find("active_shipments")
-        for entry in history(doc)
+        entry["idempotencyKey"] for doc in stack.find("active_shipments") for entry in history(doc)
     ]
     assert len(keys) == len(set(keys)) == expected
 
