@@ -18,6 +18,7 @@ import orjson
 __all__ = ["JsonFormatter", "configure_logging", "iso_utc", "log_line"]
 
 _output: dict[str, int | None] = {"fd": None}
+_second: list[tuple[int, str]] = [(-1, "")]
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD = frozenset(
@@ -47,8 +48,12 @@ class JsonFormatter(logging.Formatter):
 
 def iso_utc(created: float) -> str:
     """RFC 3339 UTC text with milliseconds, e.g. ``2026-11-25T10:00:00.123Z``."""
-    seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
-    return f"{seconds}.{int(created % 1 * 1000):03d}Z"
+    whole = int(created)
+    cached = _second[0]
+    if cached[0] != whole:  # format the date once a second, not once a line
+        cached = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+        _second[0] = cached  # one assignment: threads see the old pair or the new one
+    return f"{cached[1]}.{int((created - whole) * 1000):03d}Z"
 
 
 def configure_logging(level: str, *, stream: TextIO | None = None) -> None:
