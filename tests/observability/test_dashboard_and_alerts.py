@@ -551,8 +551,7 @@ def test_every_expression_returns_data_from_a_real_prometheus(
             store_server,
             INGRESS_WORKERS="2",
             WORKER_METRICS_PORT=str(worker_port),
-            DOWNSTREAM_URL=downstream.url,
-            DOWNSTREAM_SIGNING_SECRET="downstream-secret-1",
+            **downstream.env(),
             RETRY_BASE_DELAY_MS="100",
             RETRY_MAX_ATTEMPTS="2",  # 4 downstream failures in a row at most: the breaker's
             ENQUEUE_TIMEOUT_MS="300",  # threshold is 5, so it stays closed and nothing defers

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["Downstream", "Received"]
+__all__ = ["SIGNING_SECRET", "Downstream", "Received"]
+
+SIGNING_SECRET = "downstream-secret-1"
 
 
 @dataclass
@@ -75,6 +77,10 @@ class Downstream:
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
+
+    def env(self) -> dict[str, str]:
+        """The worker settings that deliver to this downstream."""
+        return {"DOWNSTREAM_URL": self.url, "DOWNSTREAM_SIGNING_SECRET": SIGNING_SECRET}
 
     def stop(self) -> None:
         if self.server is not None:

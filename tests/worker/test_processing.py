@@ -88,8 +88,7 @@ def test_five_hundred_events_with_duplicates_reach_exactly_one_terminal_state(
         stack = StackEnv.create(
             redis_server,
             store_server,
-            DOWNSTREAM_URL=downstream.url,
-            DOWNSTREAM_SIGNING_SECRET="downstream-secret-1",
+            **downstream.env(),
             WORKER_CONCURRENCY="20",
         )
         start("ingress", stack.env)

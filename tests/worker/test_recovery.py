@@ -43,8 +43,7 @@ def test_sigkill_with_events_in_flight_recovers_without_new_traffic(
         stack = StackEnv.create(
             redis_server,
             store_server,
-            DOWNSTREAM_URL=downstream.url,
-            DOWNSTREAM_SIGNING_SECRET="downstream-secret-1",
+            **downstream.env(),
             WORKER_CONCURRENCY="50",
             WORKER_IDLE_TIMEOUT_MS=str(idle_ms),
         )
@@ -120,8 +119,7 @@ def test_sigterm_under_steady_load_drains_and_loses_nothing(
         stack = StackEnv.create(
             redis_server,
             store_server,
-            DOWNSTREAM_URL=downstream.url,
-            DOWNSTREAM_SIGNING_SECRET="downstream-secret-1",
+            **downstream.env(),
             WORKER_DRAIN_TIMEOUT_MS="10000",
         )
         start("ingress", stack.env)

@@ -57,8 +57,7 @@ def replay_stack(
     return StackEnv.create(
         redis_server,
         store_server,
-        DOWNSTREAM_URL=downstream.url,
-        DOWNSTREAM_SIGNING_SECRET="downstream-secret-1",
+        **downstream.env(),
         RETRY_MAX_ATTEMPTS="2",
         RETRY_BASE_DELAY_MS="100",
         RETRY_JITTER="0",
