@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import (
@@ -153,8 +152,3 @@ def _describe(error: ValidationError) -> str:
         return "body must be a JSON object"
     suffix = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
     return f"{where or 'body'}: {message}{suffix}"
-
-
-def occurred_at_text(moment: datetime) -> str:
-    """RFC 3339 text of a timestamp, as stored and compared by the worker."""
-    return moment.isoformat().replace("+00:00", "Z")
