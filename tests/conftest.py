@@ -14,6 +14,7 @@ import psutil
 import pytest
 
 from courier_gateway.devstack.processes import free_port
+from tests.support.downstream import Downstream
 from tests.support.servers import GatewayProcess, RedisServer, StoreServer, start_gateway
 from tests.support.sources import write_sources
 
@@ -80,6 +81,16 @@ def start(tmp_path: Path) -> Iterator[StartGateway]:
     finally:
         for process in reversed(started):
             process.stop(timeout=10)
+
+
+@pytest.fixture
+def downstream() -> Iterator[Downstream]:
+    """A real HTTP downstream answering 200 (modules override it with other behaviours)."""
+    server = Downstream().start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,6 @@ import re
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -37,15 +36,6 @@ from tests.support.signing import event, signed
 from tests.support.stack import StackEnv
 
 SPAN_ID = re.compile(r"^[0-9a-f]{16}$")
-
-
-@pytest.fixture
-def downstream() -> Iterator[Downstream]:
-    server = Downstream().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def json_lines(text: str) -> list[dict[str, Any]]:

@@ -152,15 +152,6 @@ def receiver() -> Iterator[OtlpReceiver]:
         server.stop()
 
 
-@pytest.fixture
-def downstream() -> Iterator[Downstream]:
-    server = Downstream().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def caller_traceparent() -> tuple[str, str, str]:
     trace_id, span_id = os.urandom(16).hex(), os.urandom(8).hex()
     return f"00-{trace_id}-{span_id}-01", trace_id, span_id
