@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, raw
 
-from courier_gateway.config.sources import DEFAULT_SOURCE, Scheme
+from courier_gateway.config.sources import DEFAULT_SOURCE, Scheme, Source
 from courier_gateway.events import EventError, parse_event
 from courier_gateway.intake.responses import IntakeError, error_response, json_response
 from courier_gateway.intake.state import IntakeState
@@ -58,8 +58,8 @@ async def receive_event(request: Request, source: str) -> HTTPResponse:
     started = time.perf_counter()
     state = _state(request)
     headers = request.headers
-    known = state.keyring.get(source) is not None
-    label = source if known else "unknown"
+    configured = state.keyring.get(source)
+    label = source if configured is not None else "unknown"
     with span(
         "POST /v1/events/{source}",
         parent=single(headers.getall("traceparent", [])),
@@ -76,7 +76,7 @@ async def receive_event(request: Request, source: str) -> HTTPResponse:
             response = await _accept(
                 state,
                 request,
-                source,
+                configured,
                 request_span=request_span,
                 public_id=public_id,
                 context=context,
@@ -103,15 +103,15 @@ async def receive_event(request: Request, source: str) -> HTTPResponse:
 async def _accept(
     state: IntakeState,
     request: Request,
-    source_name: str,
+    source: Source | None,
     *,
     request_span: SpanHandle,
     public_id: str,
     context: dict[str, Any],
 ) -> HTTPResponse:
-    source = state.keyring.get(source_name)
     if source is None:
         raise IntakeError(404, "UNKNOWN_SOURCE", "no source with this name is configured")
+    source_name = source.name
     _check_content_type(request.headers.getall("content-type", []))
     body = request.body
     try:
