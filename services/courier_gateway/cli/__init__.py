@@ -73,6 +73,16 @@ def _run_sign(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _run_operator(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from courier_gateway.config import Settings
+    from courier_operator import run_operator
+
+    asyncio.run(run_operator(Settings.from_env()))
+    return 0
+
+
 def _run_dev(args: argparse.Namespace) -> int:
     from courier_gateway.devstack import run
 
@@ -104,6 +114,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_replay_arguments(replay)
     replay.set_defaults(handler=_run_replay)
+
+    operator = commands.add_parser(
+        "operator",
+        help="run the Kubernetes operator for CourierGateway and ReplayRequest resources",
+    )
+    operator.set_defaults(handler=_run_operator)
 
     dev = commands.add_parser(
         "dev", help="run the whole gateway locally with a private Redis and an embedded store"

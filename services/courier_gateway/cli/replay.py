@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 
 __all__ = ["add_arguments", "run"]
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+# A "/" lets the operator use "<namespace>/<name>" of a ReplayRequest as the id.
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
 
 
 def _moment(text: str) -> datetime:
@@ -55,7 +56,8 @@ def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
 def _request_id(text: str) -> str:
     if not _REQUEST_ID.match(text):
         raise argparse.ArgumentTypeError(
-            "a request id is 1-128 letters, digits, '.', '_', ':' or '-', starting alphanumeric"
+            "a request id is 1-128 letters, digits, '.', '_', ':', '/' or '-',"
+            " starting alphanumeric"
         )
     return text
 
@@ -118,6 +120,18 @@ def _table(result: ReplayResult) -> str:
     return "\n".join(lines)
 
 
+async def _record_summary(redis: Redis, stream: str, result: ReplayResult) -> None:
+    """Leave the counts where the operator reads them for the ReplayRequest status.
+
+    Kept a week: long enough for any operator restart, short enough not to pile up.
+    """
+    from courier_gateway.queue.state import replay_summary_key
+
+    summary = {key: value for key, value in result.as_dict().items() if key != "entries"}
+    key = replay_summary_key(stream, result.request_id)
+    await redis.set(key, orjson.dumps(summary), ex=7 * 86400)
+
+
 async def _run(args: argparse.Namespace, settings: Settings) -> ReplayResult:
     # Imported here: the command line is parsed by every role, and the ingress must not load
     # prometheus-client before it has chosen its multiprocess directory.
@@ -130,7 +144,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> ReplayResult:
     store = await open_store(settings)
     redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
     try:
-        return await replay(
+        result = await replay(
             redis=redis,
             stream=settings.queue_stream,
             selection=selection,
@@ -139,6 +153,9 @@ async def _run(args: argparse.Namespace, settings: Settings) -> ReplayResult:
             dry_run=args.dry_run,
             discard=args.discard,
         )
+        if args.request_id:
+            await _record_summary(redis, settings.queue_stream, result)
+        return result
     finally:
         await redis.aclose()
         await store.close()

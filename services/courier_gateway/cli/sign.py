@@ -21,7 +21,14 @@ from courier_gateway.config import ConfigError, Scheme, Settings, load_sources
 from courier_gateway.config.sources import DEFAULT_SOURCE, decode_secret
 from courier_gateway.signatures import ALGORITHMS, sign
 
-__all__ = ["add_arguments", "build_request", "curl_command", "run", "sample_event"]
+__all__ = [
+    "add_arguments",
+    "build_request",
+    "curl_command",
+    "read_secret_file",
+    "run",
+    "sample_event",
+]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,10 +40,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--scheme", choices=[scheme.value for scheme in Scheme], help="signature scheme"
     )
-    parser.add_argument("--secret", help="signing secret (default: from the configuration)")
+    keys = parser.add_mutually_exclusive_group()
+    keys.add_argument("--secret", help="signing secret (default: from the configuration)")
+    keys.add_argument(
+        "--secret-file",
+        type=Path,
+        help="read the secret from a key file, or from the newest key file of a directory"
+        " (a mounted Secret of a source)",
+    )
     parser.add_argument("--algorithm", choices=sorted(ALGORITHMS), default="hmac-sha256")
     parser.add_argument("--url", help="gateway base URL (default: http://API_HOST:API_PORT)")
-    parser.add_argument("--json", action="store_true", help="print url, headers and body as JSON")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print url, headers and body as JSON")
+    output.add_argument(
+        "--send", action="store_true", help="post it; exit 0 only when the gateway answers 202"
+    )
 
 
 def sample_event(source: str) -> dict[str, Any]:
@@ -82,8 +100,28 @@ def curl_command(url: str, headers: dict[str, str], body: bytes) -> str:
     return " ".join(parts)
 
 
+def read_secret_file(path: Path) -> str:
+    """The secret in a key file, or in the last key file (by name) of a directory.
+
+    The operator names keys by creation time, so the last name is the active key.
+    """
+    if path.is_dir():
+        files = sorted(
+            entry for entry in path.iterdir() if entry.is_file() and not entry.name.startswith(".")
+        )
+        if not files:
+            raise ConfigError(f"--secret-file: {path} holds no key file")
+        path = files[-1]
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"--secret-file: {path} cannot be read ({error})") from None
+
+
 def _resolve(args: argparse.Namespace, settings: Settings) -> tuple[Scheme, bytes]:
     scheme = Scheme(args.scheme) if args.scheme else None
+    if args.secret_file is not None:
+        args.secret = read_secret_file(args.secret_file)
     if args.secret:
         # Sign the way the gateway will verify: the source's configured scheme, if any.
         scheme = scheme or _configured_scheme(args.source, settings) or Scheme.V1
@@ -126,9 +164,24 @@ def run(args: argparse.Namespace) -> int:
     headers = build_request(body, scheme=scheme, secret=secret, algorithm=args.algorithm)
     base = args.url or f"http://{settings.api_host}:{settings.api_port}"
     url = f"{base.rstrip('/')}/v1/events/{args.source}"
+    if args.send:
+        return _send(url, headers, body)
     if args.json:
         document = {"url": url, "headers": headers, "body": body.decode()}
         sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         sys.stdout.write(curl_command(url, headers, body) + "\n")
     return 0
+
+
+def _send(url: str, headers: dict[str, str], body: bytes) -> int:
+    """Post the request and report the answer (a smoke test, e.g. ``helm test``)."""
+    import httpx
+
+    try:
+        response = httpx.post(url, headers=headers, content=body, timeout=10)
+    except httpx.HTTPError as error:
+        sys.stderr.write(f"courier-gateway sign: {url}: {type(error).__name__}: {error}\n")
+        return 1
+    sys.stdout.write(f"{response.status_code} {response.text.strip()}\n")
+    return 0 if response.status_code == 202 else 1

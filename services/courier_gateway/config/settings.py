@@ -107,6 +107,20 @@ class Settings(BaseModel):
         30.0, alias="BREAKER_COOLDOWN_SECONDS"
     )
 
+    # Operator (``courier-gateway operator``).
+    operator_namespaces: str = Field(
+        "", alias="OPERATOR_NAMESPACES", pattern=r"^[a-z0-9]([-a-z0-9,]*[a-z0-9])?$"
+    )
+    operator_peering: str = Field(
+        "courier-gateway", alias="OPERATOR_PEERING", pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+    )
+    operator_interval_seconds: Annotated[float, Field(ge=0.1, le=3600)] = Field(
+        10.0, alias="OPERATOR_INTERVAL_SECONDS"
+    )
+    operator_health_port: Annotated[int, Field(ge=0, le=65535)] = Field(
+        8080, alias="OPERATOR_HEALTH_PORT"
+    )
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_level(cls, value: object) -> object:

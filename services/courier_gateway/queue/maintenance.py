@@ -17,8 +17,7 @@ import logging
 from redis.asyncio import Redis
 
 from courier_gateway.observability.worker_metrics import QUEUE_LAG, RETRIES_PENDING
-from courier_gateway.queue.broker import CONSUMER_GROUP
-from courier_gateway.queue.retry_schedule import RetrySchedule
+from courier_gateway.queue.state import QueueState, read_queue_state
 
 __all__ = ["publish_queue_state", "remove_gone_consumers", "trim_acknowledged"]
 
@@ -77,16 +76,10 @@ async def remove_gone_consumers(
     return removed
 
 
-async def publish_queue_state(redis: Redis, stream: str, schedule: RetrySchedule) -> None:
+async def publish_queue_state(redis: Redis, stream: str) -> QueueState:
     """Export the queue lag (undelivered and pending entries) and the retries waiting."""
-    undelivered = pending = 0
-    if await redis.exists(stream):
-        for group in await redis.xinfo_groups(stream):
-            name = group["name"].decode() if isinstance(group["name"], bytes) else group["name"]
-            if name == CONSUMER_GROUP:
-                pending = int(group["pending"])
-                lag = group.get("lag")
-                undelivered = int(lag) if lag is not None else int(await redis.xlen(stream))
-    QUEUE_LAG.labels("undelivered").set(undelivered)
-    QUEUE_LAG.labels("pending").set(pending)
-    RETRIES_PENDING.set(await schedule.pending())
+    state = await read_queue_state(redis, stream)
+    QUEUE_LAG.labels("undelivered").set(state.undelivered)
+    QUEUE_LAG.labels("pending").set(state.pending)
+    RETRIES_PENDING.set(state.retries_scheduled)
+    return state

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
-__all__ = ["RetrySchedule"]
+__all__ = ["RetrySchedule", "retries_key"]
 
 _SCHEDULE = """
 local clock = redis.call('TIME')
@@ -30,13 +30,18 @@ return #due
 """
 
 
+def retries_key(stream: str) -> str:
+    """The sorted set holding the retries of ``stream`` until they are due."""
+    return f"{stream}:retries"
+
+
 class RetrySchedule:
     """Schedule messages for later and move due ones onto the stream."""
 
     def __init__(self, redis: Redis, stream: str) -> None:
         self._redis = redis
         self._stream = stream
-        self.key = f"{stream}:retries"
+        self.key = retries_key(stream)
         self._schedule = redis.register_script(_SCHEDULE)
         self._move_due = redis.register_script(_MOVE_DUE)
 

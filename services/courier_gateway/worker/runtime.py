@@ -43,6 +43,7 @@ from courier_gateway.queue.maintenance import (
     trim_acknowledged,
 )
 from courier_gateway.queue.retry_schedule import RetrySchedule
+from courier_gateway.queue.state import publish_dead_letters_pending
 from courier_gateway.store import DeadLetterEvent, open_store
 from courier_gateway.worker.deadletters import DeadLetters
 from courier_gateway.worker.downstream import Downstream
@@ -143,9 +144,12 @@ class WorkerProcess:
         await remove_gone_consumers(self.redis, stream, CONSUMER_GROUP, idle_ms=idle_ms)
 
     async def _refresh_gauges(self) -> None:
-        await publish_queue_state(self.redis, self.settings.queue_stream, self.schedule)
+        stream = self.settings.queue_stream
+        await publish_queue_state(self.redis, stream)
         letters = DeadLetterEvent.get_pymongo_collection()
-        DEAD_LETTERS_PENDING.set(await letters.count_documents({"reviewStatus": "pending"}))
+        pending = await letters.count_documents({"reviewStatus": "pending"})
+        DEAD_LETTERS_PENDING.set(pending)
+        await publish_dead_letters_pending(self.redis, stream, pending)
         if self.downstream is not None:
             self.downstream.publish_states()
 

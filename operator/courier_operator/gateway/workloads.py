@@ -1,0 +1,309 @@
+"""What a CourierGateway runs: the desired manifests of every object the operator owns.
+
+Pure functions of the gateway and its spec, so the same input always gives the same objects
+(what makes reconciliation idempotent) and tests can read them without an API server.
+
+Every pod runs as a non-root user on a read-only root filesystem with all capabilities dropped;
+``/tmp`` is a memory-backed emptyDir because Sanic and prometheus-client need a writable place.
+Signing keys are mounted as whole Secret volumes (never ``subPath``), so the kubelet's updates
+reach the running ingress, which re-reads key files every ``SECRETS_RELOAD_SECONDS``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import yaml
+
+from courier_operator.gateway.spec import GatewaySpec, SecretKeyRef
+from courier_operator.objects import MANAGED_BY, owner_reference
+
+__all__ = [
+    "API_PORT",
+    "METRICS_PORT",
+    "SOURCES_MOUNT",
+    "configmap_name",
+    "ingress_deployment",
+    "pod_disruption_budget",
+    "selector_labels",
+    "service",
+    "source_secret_name",
+    "sources_configmap",
+    "worker_deployment",
+]
+
+API_PORT = 3000
+METRICS_PORT = 9100
+SOURCES_MOUNT = "/etc/courier-gateway/sources"
+_CONFIG_MOUNT = "/etc/courier-gateway/config"
+_RUN_AS = 10001
+
+POD_SECURITY = {
+    "runAsNonRoot": True,
+    "runAsUser": _RUN_AS,
+    "runAsGroup": _RUN_AS,
+    "fsGroup": _RUN_AS,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+CONTAINER_SECURITY = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+
+
+def selector_labels(gateway: dict[str, Any], component: str) -> dict[str, str]:
+    """The labels that select one component's pods (never change: selectors are immutable)."""
+    return {
+        "app.kubernetes.io/name": "courier-gateway",
+        "app.kubernetes.io/instance": gateway["metadata"]["name"],
+        "app.kubernetes.io/component": component,
+    }
+
+
+def _labels(gateway: dict[str, Any], component: str) -> dict[str, str]:
+    return {**selector_labels(gateway, component), "app.kubernetes.io/managed-by": MANAGED_BY}
+
+
+def _metadata(gateway: dict[str, Any], name: str, component: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": gateway["metadata"]["namespace"],
+        "labels": _labels(gateway, component),
+        "ownerReferences": [owner_reference(gateway)],
+    }
+
+
+def source_secret_name(gateway: dict[str, Any], source: str) -> str:
+    """The Secret holding a source's keys: one entry per key, the entry's name is the key id."""
+    return f"{gateway['metadata']['name']}-source-{source}"
+
+
+def configmap_name(gateway: dict[str, Any]) -> str:
+    """The ConfigMap holding the ingress's sources file."""
+    return f"{gateway['metadata']['name']}-sources"
+
+
+def sources_document(spec: GatewaySpec) -> str:
+    """The ``SOURCES_FILE`` the ingress reads: every source with its key directory."""
+    sources: dict[str, Any] = {}
+    for source in spec.signing.sources:
+        entry: dict[str, Any] = {
+            "scheme": source.scheme,
+            "secretsDir": f"{SOURCES_MOUNT}/{source.name}",
+        }
+        if source.rateLimit is not None:
+            entry["rateLimit"] = source.rateLimit.model_dump()
+        sources[source.name] = entry
+    return yaml.safe_dump({"sources": sources}, sort_keys=True)
+
+
+def sources_configmap(gateway: dict[str, Any], spec: GatewaySpec) -> dict[str, Any]:
+    """The ConfigMap with the sources file."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(gateway, configmap_name(gateway), "ingress"),
+        "data": {"sources.yaml": sources_document(spec)},
+    }
+
+
+def _secret_env(name: str, ref: SecretKeyRef) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
+
+
+def _env(pairs: dict[str, object]) -> list[dict[str, Any]]:
+    return [{"name": name, "value": str(value)} for name, value in pairs.items()]
+
+
+def _probe(path: str, port: str, *, period: int, failures: int) -> dict[str, Any]:
+    # Every field spelled out: the API server would add the missing ones, and they would then
+    # look like drift.
+    return {
+        "httpGet": {"path": path, "port": port, "scheme": "HTTP"},
+        "periodSeconds": period,
+        "timeoutSeconds": 2,
+        "successThreshold": 1,
+        "failureThreshold": failures,
+    }
+
+
+def _pod_spec(
+    gateway: dict[str, Any], spec: GatewaySpec, container: dict[str, Any], volumes: list[Any]
+) -> dict[str, Any]:
+    pod: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "securityContext": POD_SECURITY,
+        "containers": [container],
+        "volumes": [
+            {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
+            *volumes,
+        ],
+    }
+    if spec.serviceAccountName:
+        pod["serviceAccountName"] = spec.serviceAccountName
+    if spec.imagePullSecrets:
+        pod["imagePullSecrets"] = [{"name": item["name"]} for item in spec.imagePullSecrets]
+    return pod
+
+
+def _container(spec: GatewaySpec, role: str, resources: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": role,
+        "image": spec.image,
+        "imagePullPolicy": spec.imagePullPolicy,
+        "args": [role],
+        "securityContext": CONTAINER_SECURITY,
+        "resources": resources,
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108 - a private emptyDir
+    }
+
+
+def _deployment(
+    gateway: dict[str, Any],
+    component: str,
+    *,
+    replicas: int,
+    pod: dict[str, Any],
+    annotations: dict[str, str],
+    grace_seconds: int,
+) -> dict[str, Any]:
+    pod["terminationGracePeriodSeconds"] = grace_seconds
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(gateway, f"{gateway['metadata']['name']}-{component}", component),
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": selector_labels(gateway, component)},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+            },
+            "template": {
+                "metadata": {"labels": _labels(gateway, component), "annotations": annotations},
+                "spec": pod,
+            },
+        },
+    }
+
+
+def ingress_deployment(gateway: dict[str, Any], spec: GatewaySpec) -> dict[str, Any]:
+    """The ingress Deployment: HTTP on 3000, keys mounted per source."""
+    container = _container(spec, "ingress", spec.ingress.resources.manifest())
+    container["ports"] = [{"name": "http", "containerPort": API_PORT, "protocol": "TCP"}]
+    container["env"] = [
+        *_env(
+            {
+                "API_HOST": "0.0.0.0",  # noqa: S104 - a pod listens on its own address
+                "API_PORT": API_PORT,
+                "SOURCES_FILE": f"{_CONFIG_MOUNT}/sources.yaml",
+                "SIGNATURE_TOLERANCE_SECONDS": spec.signing.toleranceSeconds,
+                "MAX_BODY_BYTES": spec.ingress.maxBodyBytes,
+                "INGRESS_WORKERS": spec.ingress.processes,
+                "QUEUE_STREAM": spec.redis.stream,
+                "LOG_LEVEL": spec.logLevel,
+                # Endpoints are removed asynchronously: keep serving a moment after SIGTERM.
+                "SHUTDOWN_DELAY_SECONDS": 5,
+                "PROMETHEUS_MULTIPROC_DIR": "/tmp/metrics",  # noqa: S108
+            }
+        ),
+        _secret_env("REDIS_URL", spec.redis.urlSecretRef),
+    ]
+    container["livenessProbe"] = _probe("/health", "http", period=10, failures=3)
+    container["readinessProbe"] = _probe("/ready", "http", period=5, failures=2)
+    mounts = container["volumeMounts"]
+    mounts.append({"name": "sources-file", "mountPath": _CONFIG_MOUNT, "readOnly": True})
+    volumes: list[Any] = [
+        {"name": "sources-file", "configMap": {"name": configmap_name(gateway)}},
+    ]
+    for source in spec.signing.sources:
+        volume = f"keys-{source.name}"
+        mounts.append(
+            {"name": volume, "mountPath": f"{SOURCES_MOUNT}/{source.name}", "readOnly": True}
+        )
+        volumes.append(
+            {"name": volume, "secret": {"secretName": source_secret_name(gateway, source.name)}}
+        )
+    # The sources file is read at start-up only: a change rolls the pods. Keys are not in it.
+    digest = hashlib.sha256(sources_document(spec).encode()).hexdigest()[:16]
+    return _deployment(
+        gateway,
+        "ingress",
+        replicas=spec.ingress.replicas,
+        pod=_pod_spec(gateway, spec, container, volumes),
+        annotations={"gateway.courier.dev/sources-digest": digest},
+        grace_seconds=30,
+    )
+
+
+def worker_deployment(gateway: dict[str, Any], spec: GatewaySpec, replicas: int) -> dict[str, Any]:
+    """The worker Deployment with ``replicas`` chosen by the scaler."""
+    container = _container(spec, "worker", spec.worker.resources.manifest())
+    container["ports"] = [{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}]
+    settings: dict[str, object] = {
+        "WORKER_CONCURRENCY": spec.worker.concurrency,
+        "WORKER_METRICS_PORT": METRICS_PORT,
+        "MONGO_DB": spec.mongo.database,
+        "QUEUE_STREAM": spec.redis.stream,
+        "RETRY_MAX_ATTEMPTS": spec.retry.maxAttempts,
+        "RETRY_BASE_DELAY_MS": spec.retry.baseDelayMs,
+        "RETRY_MAX_DELAY_MS": spec.retry.maxDelayMs,
+        "RETRY_JITTER": spec.retry.jitter,
+        "DOWNSTREAM_TIMEOUT_MS": spec.downstream.timeoutMs,
+        "LOG_LEVEL": spec.logLevel,
+    }
+    if spec.downstream.url:
+        settings["DOWNSTREAM_URL"] = spec.downstream.url
+    env = [
+        *_env(settings),
+        _secret_env("REDIS_URL", spec.redis.urlSecretRef),
+        _secret_env("MONGO_URI", spec.mongo.uriSecretRef),
+        {
+            "name": "WORKER_ID",
+            "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}},
+        },
+    ]
+    if spec.downstream.signingSecretRef is not None:
+        env.append(_secret_env("DOWNSTREAM_SIGNING_SECRET", spec.downstream.signingSecretRef))
+    container["env"] = env
+    container["livenessProbe"] = _probe("/health", "metrics", period=10, failures=3)
+    container["readinessProbe"] = _probe("/ready", "metrics", period=5, failures=2)
+    return _deployment(
+        gateway,
+        "worker",
+        replicas=replicas,
+        pod=_pod_spec(gateway, spec, container, []),
+        annotations={},
+        # The worker finishes what it holds (WORKER_DRAIN_TIMEOUT_MS, 30 s) before it exits.
+        grace_seconds=45,
+    )
+
+
+def service(gateway: dict[str, Any], spec: GatewaySpec) -> dict[str, Any]:
+    """The Service in front of the ingress, named after the gateway."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(gateway, gateway["metadata"]["name"], "ingress"),
+        "spec": {
+            "type": spec.ingress.serviceType,
+            "selector": selector_labels(gateway, "ingress"),
+            "ports": [{"name": "http", "port": API_PORT, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def pod_disruption_budget(gateway: dict[str, Any], component: str) -> dict[str, Any]:
+    """At most one pod of a component evicted at a time (a node drain never takes all)."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(gateway, f"{gateway['metadata']['name']}-{component}", component),
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": selector_labels(gateway, component)},
+        },
+    }

@@ -1,0 +1,200 @@
+"""Following a ReplayRequest: validate it, run its Job once, report what the Job did.
+
+A request ends ``Succeeded`` or ``Failed`` and is then left alone. The counts come from the
+summary ``courier-gateway replay`` leaves in the gateway's Redis under the request id (the Job's
+logs are not something an operator should have to parse).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from redis.exceptions import RedisError
+
+from courier_gateway.queue.state import replay_summary_key
+from courier_operator.conditions import Condition, merge_conditions
+from courier_operator.context import OperatorContext
+from courier_operator.gateway.keys import iso
+from courier_operator.gateway.reconcile import read_secret_value
+from courier_operator.gateway.spec import GatewaySpec, InvalidSpecError, parse_gateway_spec
+from courier_operator.kube import COURIER_GATEWAYS, JOBS, REPLAY_REQUESTS, ApiError
+from courier_operator.objects import merge_patch
+from courier_operator.replay.job import (
+    InvalidRequestError,
+    job_name,
+    job_phase,
+    parse_replay_spec,
+    replay_job,
+    request_id,
+)
+
+__all__ = ["delete_replay_job", "sync_replay"]
+
+log = logging.getLogger(__name__)
+
+_TERMINAL = ("Succeeded", "Failed")
+_COUNTS = ("matched", "replayed", "discarded", "skipped", "failed")
+
+
+async def sync_replay(ctx: OperatorContext, namespace: str, name: str) -> None:
+    """Move one ReplayRequest forward; safe to call at any time, any number of times."""
+    async with ctx.lock(f"replay:{namespace}", name):
+        request = await ctx.client.get(REPLAY_REQUESTS, namespace, name)
+        if request is None or request["metadata"].get("deletionTimestamp"):
+            return
+        status = request.get("status") or {}
+        if status.get("phase") in _TERMINAL:
+            return
+        new_status = await _advance(ctx, request, status)
+        await _write(ctx, request, new_status)
+
+
+async def _advance(
+    ctx: OperatorContext, request: dict[str, Any], status: dict[str, Any]
+) -> dict[str, Any]:
+    namespace = request["metadata"]["namespace"]
+    try:
+        spec = parse_replay_spec(request.get("spec"))
+    except InvalidRequestError as error:
+        return _rejected(ctx, request, status, "InvalidSpecError", str(error))
+    gateway = await ctx.client.get(COURIER_GATEWAYS, namespace, spec.gatewayRef.name)
+    if gateway is None:
+        message = f"CourierGateway {spec.gatewayRef.name} not found in namespace {namespace}"
+        return _rejected(ctx, request, status, "GatewayNotFound", message)
+    try:
+        gateway_spec = parse_gateway_spec(gateway.get("spec"))
+    except InvalidSpecError as error:
+        message = f"CourierGateway {spec.gatewayRef.name} is invalid: {error}"
+        return _rejected(ctx, request, status, "GatewayInvalid", message)
+
+    name = job_name(request)
+    job = await ctx.client.get(JOBS, namespace, name)
+    now = iso(ctx.now())
+    if job is None:
+        if status.get("jobName"):
+            message = f"Job {name} was deleted before it finished"
+            return _finished(
+                request,
+                status,
+                phase="Failed",
+                reason="JobDeleted",
+                message=message,
+                summary={},
+                now=now,
+            )
+        try:
+            job = await ctx.client.create(
+                JOBS, namespace, replay_job(request, spec, gateway, gateway_spec)
+            )
+        except ApiError as error:
+            if error.status != 409:
+                raise
+            job = await ctx.client.get(JOBS, namespace, name) or {}
+        ctx.post_event(request, "Normal", "JobCreated", f"replay Job {name} created")
+    phase, message = job_phase(job)
+    base = dict(
+        status,
+        requestId=request_id(request),
+        jobName=name,
+        startTime=status.get("startTime") or now,
+    )
+    if phase not in _TERMINAL:
+        conditions = [
+            Condition("Accepted", True, "JobCreated", f"Job {name} runs the replay"),
+            Condition("Complete", False, phase, message),
+        ]
+        return _with_conditions(request, dict(base, phase=phase, message=message), conditions, now)
+    summary = await _summary(ctx, gateway_spec, request)
+    reason = "Completed" if phase == "Succeeded" else "JobFailed"
+    if summary is None:
+        message += "; no summary was recorded (counts unknown)"
+    finished = _finished(
+        request, base, phase=phase, reason=reason, message=message, summary=summary or {}, now=now
+    )
+    ctx.post_event(request, "Normal" if phase == "Succeeded" else "Warning", reason, message)
+    return finished
+
+
+def _rejected(
+    ctx: OperatorContext, request: dict[str, Any], status: dict[str, Any], reason: str, message: str
+) -> dict[str, Any]:
+    log.warning("replay request rejected: %s", message)
+    ctx.post_event(request, "Warning", reason, message)
+    now = iso(ctx.now())
+    conditions = [
+        Condition("Accepted", False, reason, message),
+        Condition("Complete", True, reason, message),
+    ]
+    return _with_conditions(
+        request, dict(status, phase="Failed", message=message, completionTime=now), conditions, now
+    )
+
+
+def _finished(
+    request: dict[str, Any],
+    status: dict[str, Any],
+    *,
+    phase: str,
+    reason: str,
+    message: str,
+    summary: dict[str, Any],
+    now: str,
+) -> dict[str, Any]:
+    counts = {key: int(summary[key]) for key in _COUNTS if isinstance(summary.get(key), int)}
+    conditions = [
+        Condition("Accepted", True, "JobCreated", f"Job {status.get('jobName')} ran the replay"),
+        Condition("Complete", True, reason, message),
+    ]
+    finished = dict(status, phase=phase, message=message, completionTime=now, **counts)
+    return _with_conditions(request, finished, conditions, now)
+
+
+def _with_conditions(
+    request: dict[str, Any], status: dict[str, Any], conditions: list[Condition], now: str
+) -> dict[str, Any]:
+    generation = request["metadata"].get("generation")
+    previous = (request.get("status") or {}).get("conditions")
+    status["conditions"] = merge_conditions(previous, conditions, now=now, generation=generation)
+    if generation is not None:
+        status["observedGeneration"] = generation
+    return status
+
+
+async def _summary(
+    ctx: OperatorContext, gateway_spec: GatewaySpec, request: dict[str, Any]
+) -> dict[str, Any] | None:
+    namespace = request["metadata"]["namespace"]
+    url, problem = await read_secret_value(ctx, namespace, gateway_spec.redis.urlSecretRef)
+    if url is None:
+        log.warning("replay summary not read: %s", problem)
+        return None
+    try:
+        raw = await ctx.redis(url).get(
+            replay_summary_key(gateway_spec.redis.stream, request_id(request))
+        )
+    except (RedisError, OSError) as error:
+        log.warning("replay summary not read: %s", error)
+        return None
+    if raw is None:
+        return None
+    summary: dict[str, Any] = orjson.loads(raw)
+    return summary
+
+
+async def _write(ctx: OperatorContext, request: dict[str, Any], status: dict[str, Any]) -> None:
+    patch = merge_patch(request.get("status") or {}, status)
+    if not patch:
+        return
+    meta = request["metadata"]
+    await ctx.client.patch(
+        REPLAY_REQUESTS, meta["namespace"], meta["name"], {"status": patch}, subresource="status"
+    )
+
+
+async def delete_replay_job(ctx: OperatorContext, request: dict[str, Any]) -> None:
+    """Delete the request's Job and its pods (the request is being deleted)."""
+    namespace = request["metadata"]["namespace"]
+    if await ctx.client.delete(JOBS, namespace, job_name(request)):
+        log.info("replay job deleted with its request", extra={"job": job_name(request)})

@@ -1,0 +1,57 @@
+"""Running the operator: JSON logs, peering, the health endpoint, and kopf's main loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import kopf
+
+from courier_gateway.config import Settings
+from courier_gateway.observability.logs import configure_logging
+from courier_operator.handlers import Login, OperatorState, build_registry
+
+__all__ = ["STANDALONE", "run_operator"]
+
+log = logging.getLogger(__name__)
+
+# OPERATOR_PEERING=standalone runs without peering (one replica, or a local run).
+STANDALONE = "standalone"
+
+
+async def run_operator(
+    settings: Settings,
+    *,
+    login: Login | None = None,
+    stop_flag: asyncio.Event | None = None,
+    ready_flag: asyncio.Event | None = None,
+    configure_logs: bool = True,
+) -> None:
+    """Run until ``stop_flag`` is set or a signal arrives."""
+    if configure_logs:
+        configure_logging(settings.log_level)
+    state = OperatorState()
+    registry = build_registry(settings, state, login=login)
+    namespaces = [item for item in settings.operator_namespaces.split(",") if item]
+    standalone = settings.operator_peering == STANDALONE
+    port = settings.operator_health_port
+    log.info(
+        "operator starting",
+        extra={
+            "namespaces": namespaces or "all",
+            "peering": None if standalone else settings.operator_peering,
+        },
+    )
+    try:
+        await kopf.operator(
+            registry=registry,
+            standalone=standalone,
+            peering_name=None if standalone else settings.operator_peering,
+            namespaces=namespaces,
+            clusterwide=not namespaces,
+            liveness_endpoint=f"http://0.0.0.0:{port}/healthz" if port else None,
+            stop_flag=stop_flag,
+            ready_flag=ready_flag,
+        )
+    finally:
+        await state.stop()
