@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 
 import kopf
 
@@ -15,6 +16,9 @@ __all__ = ["STANDALONE", "run_operator"]
 
 log = logging.getLogger(__name__)
 
+# What kopf accepts as a stop or ready signal (a thread's event when it runs in a thread).
+Flag = asyncio.Event | threading.Event
+
 # OPERATOR_PEERING=standalone runs without peering (one replica, or a local run).
 STANDALONE = "standalone"
 
@@ -23,8 +27,8 @@ async def run_operator(
     settings: Settings,
     *,
     login: Login | None = None,
-    stop_flag: asyncio.Event | None = None,
-    ready_flag: asyncio.Event | None = None,
+    stop_flag: Flag | None = None,
+    ready_flag: Flag | None = None,
     configure_logs: bool = True,
 ) -> None:
     """Run until ``stop_flag`` is set or a signal arrives."""

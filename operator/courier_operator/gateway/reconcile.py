@@ -376,10 +376,10 @@ def _invalid_status(gateway: dict[str, Any], message: str, now: datetime) -> dic
     previous = gateway.get("status") or {}
     generation = gateway["metadata"].get("generation")
     conditions = [
-        Condition("Ready", False, "InvalidSpecError", message),
-        Condition("Progressing", False, "InvalidSpecError", message),
-        Condition("SecretsSynced", None, "InvalidSpecError", message),
-        Condition("Scaled", None, "InvalidSpecError", message),
+        Condition("Ready", False, "InvalidSpec", message),
+        Condition("Progressing", False, "InvalidSpec", message),
+        Condition("SecretsSynced", None, "InvalidSpec", message),
+        Condition("Scaled", None, "InvalidSpec", message),
     ]
     return dict(
         previous,

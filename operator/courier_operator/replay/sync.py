@@ -58,7 +58,7 @@ async def _advance(
     try:
         spec = parse_replay_spec(request.get("spec"))
     except InvalidRequestError as error:
-        return _rejected(ctx, request, status, "InvalidSpecError", str(error))
+        return _rejected(ctx, request, status, "InvalidSpec", str(error))
     gateway = await ctx.client.get(COURIER_GATEWAYS, namespace, spec.gatewayRef.name)
     if gateway is None:
         message = f"CourierGateway {spec.gatewayRef.name} not found in namespace {namespace}"

@@ -1,0 +1,146 @@
+"""The operator under test: kopf running in the test's event loop against an emulated API.
+
+The operator is the real one (``run_operator``, with the production handlers), logged in to
+:class:`~tests.support.kube.KubernetesAPI` over HTTP. Tests act as ``kubectl`` would through a
+:class:`~courier_operator.kube.KubeClient` on the same API, and as the controllers would where
+the emulator has none (writing a Deployment's or Job's status).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import threading
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import kopf
+import pytest
+from tests.support.kube import KubernetesAPI, declare_resources
+
+from courier_gateway.config import Settings
+from courier_operator import run_operator
+from courier_operator.kube import COURIER_GATEWAYS, SECRETS, KubeClient
+
+NAMESPACE = "couriers"
+INTERVAL = 0.3
+
+
+@pytest.fixture
+def kmock_options(kmock_options: dict[str, Any]) -> dict[str, Any]:
+    """Every operator test runs on the emulator with identities and versions."""
+    return {**kmock_options, "cls": KubernetesAPI}
+
+
+@pytest.fixture
+def kube_api(kmock: Any) -> Any:
+    """The emulated API with every resource declared and our namespace present."""
+    declare_resources(kmock)
+    kmock.objects["v1/namespaces", None, NAMESPACE] = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": NAMESPACE},
+    }
+    return kmock
+
+
+@pytest.fixture
+async def kubectl(kube_api: Any) -> AsyncIterator[KubeClient]:
+    """A client on the emulated API, for what a user (or a controller) would do."""
+    client = KubeClient(kopf.ConnectionInfo(server=str(kube_api.url)))
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+OperatorFactory = Callable[..., Any]
+
+
+@pytest.fixture
+async def operator(kube_api: Any) -> AsyncIterator[OperatorFactory]:
+    """Start the operator (``await operator(**settings)``); it is stopped when the test ends.
+
+    It runs in a thread with its own event loop, as in production: when kopf stops it cancels
+    every task of its loop that it did not start with, which would include pytest's own.
+    """
+    running: list[tuple[threading.Thread, threading.Event]] = []
+
+    async def start(**overrides: str) -> None:
+        environ = {
+            # Cluster-wide: with a namespace list kopf also watches /api/v1/namespaces,
+            # a path the emulator cannot parse.
+            "OPERATOR_NAMESPACES": "",
+            "OPERATOR_PEERING": "standalone",
+            "OPERATOR_INTERVAL_SECONDS": str(INTERVAL),
+            "OPERATOR_HEALTH_PORT": "0",
+            **overrides,
+        }
+        settings = Settings.from_env(environ)
+        stop, ready = threading.Event(), threading.Event()
+        main = run_operator(
+            settings,
+            login=lambda **_: kopf.ConnectionInfo(server=str(kube_api.url)),
+            stop_flag=stop,
+            ready_flag=ready,
+            configure_logs=False,
+        )
+        thread = threading.Thread(target=asyncio.run, args=(main,), name="operator", daemon=True)
+        thread.start()
+        running.append((thread, stop))
+        assert await asyncio.to_thread(ready.wait, 10), "the operator did not start"
+
+    try:
+        yield start
+    finally:
+        for thread, stop in running:
+            stop.set()
+            await asyncio.to_thread(thread.join, 15)
+            assert not thread.is_alive(), "the operator did not stop"
+
+
+def secret(name: str, **values: str) -> dict[str, Any]:
+    """A Secret manifest with ``values`` base64-encoded."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "data": {key: base64.b64encode(value.encode()).decode() for key, value in values.items()},
+    }
+
+
+def gateway_manifest(name: str, **spec: Any) -> dict[str, Any]:
+    """A CourierGateway as a user would write it (defaults left to the operator)."""
+    body: dict[str, Any] = {
+        "image": "registry.example/courier-gateway:1.0.0",
+        "redis": {"urlSecretRef": {"name": "queue"}},
+        "mongo": {"uriSecretRef": {"name": "store"}},
+        "signing": {"sources": [{"name": "dhl", "scheme": "standard-webhooks"}, {"name": "fedex"}]},
+    }
+    body.update(spec)
+    return {
+        "apiVersion": "gateway.courier.dev/v1alpha1",
+        "kind": "CourierGateway",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": body,
+    }
+
+
+async def create_gateway(
+    kubectl: KubeClient, redis_url: str, name: str | None = None, **spec: Any
+) -> dict[str, Any]:
+    """Create the connection Secrets (if missing) and a gateway; return the created object."""
+    for manifest in (secret("queue", url=redis_url), secret("store", uri="mongodb://store:27017")):
+        if await kubectl.get(SECRETS, NAMESPACE, manifest["metadata"]["name"]) is None:
+            await kubectl.create(SECRETS, NAMESPACE, manifest)
+    manifest = gateway_manifest(name or f"gw-{uuid.uuid4().hex[:6]}", **spec)
+    return await kubectl.create(COURIER_GATEWAYS, NAMESPACE, manifest)
+
+
+def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any] | None:
+    """The status condition of type ``kind``, if any."""
+    for item in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if item.get("type") == kind:
+            return dict(item)
+    return None
