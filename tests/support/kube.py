@@ -73,7 +73,7 @@ class KubernetesAPI(kmock.KubernetesEmulator):  # type: ignore[misc]
     def _stamp_update(self, request: Any) -> None:
         version = str(next(self._versions))
         key = (request.resource, request.namespace, request.name)
-        current = self.objects.get(key, None)
+        current = self.objects[key] if key in self.objects else None  # noqa: SIM401 - no .get()
         generation = int((current or {}).get("metadata", {}).get("generation") or 1)
         if isinstance(request.data, dict):
             meta = request.data.get("metadata")
