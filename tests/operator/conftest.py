@@ -17,11 +17,11 @@ from typing import Any
 
 import kopf
 import pytest
-from tests.support.kube import KubernetesAPI, declare_resources
 
 from courier_gateway.config import Settings
 from courier_operator import run_operator
 from courier_operator.kube import COURIER_GATEWAYS, SECRETS, KubeClient
+from tests.support.kube import KubernetesAPI, declare_resources
 
 NAMESPACE = "couriers"
 INTERVAL = 0.3

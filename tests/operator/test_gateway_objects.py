@@ -9,9 +9,6 @@ from typing import Any
 
 import kopf
 import pytest
-from tests.operator.conftest import NAMESPACE, condition, create_gateway
-from tests.support.kube import eventually
-from tests.support.servers import RedisServer
 
 from courier_operator.context import OperatorContext
 from courier_operator.gateway.reconcile import reconcile
@@ -24,6 +21,9 @@ from courier_operator.kube import (
     SERVICES,
     KubeClient,
 )
+from tests.operator.conftest import NAMESPACE, condition, create_gateway
+from tests.support.kube import eventually
+from tests.support.servers import RedisServer
 
 pytestmark = pytest.mark.timeout(60)
 
