@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import jsonschema
 import kopf
 import pytest
 
 from courier_gateway.config import Settings
 from courier_operator import run_operator
 from courier_operator.kube import COURIER_GATEWAYS, SECRETS, KubeClient
+from tests.support.crds import crd_schema
 from tests.support.kube import KubernetesAPI, declare_resources
 
 NAMESPACE = "couriers"
@@ -34,15 +37,29 @@ def kmock_options(kmock_options: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture
-def kube_api(kmock: Any) -> Any:
-    """The emulated API with every resource declared and our namespace present."""
+def kube_api(kmock: Any) -> Iterator[Any]:
+    """The emulated API with every resource declared and our namespace present.
+
+    When the test ends, every status the operator wrote must fit its CRD's status schema with
+    no unknown field: the API server would drop an undeclared field without a word.
+    """
     declare_resources(kmock)
     kmock.objects["v1/namespaces", None, NAMESPACE] = {
         "apiVersion": "v1",
         "kind": "Namespace",
         "metadata": {"name": NAMESPACE},
     }
-    return kmock
+    yield kmock
+    for (resource, _namespace, _name), obj in list(kmock.objects.items()):
+        if resource.group == "gateway.courier.dev" and obj.get("status"):
+            check_status(json.loads(json.dumps(obj.raw, default=dict)))
+
+
+def check_status(obj: dict[str, Any]) -> None:
+    """Validate ``obj['status']`` against its CRD's status schema, unknown fields refused."""
+    schema = crd_schema(obj["kind"])["properties"]["status"]
+    schema["$schema"] = "http://json-schema.org/draft-07/schema#"
+    jsonschema.validate(obj["status"], schema, format_checker=jsonschema.FormatChecker())
 
 
 @pytest.fixture
