@@ -1,0 +1,103 @@
+"""The CRDs: valid Kubernetes objects, columns that point at real fields, the operator's defaults.
+
+Kubernetes applies a CRD's defaults before the operator sees an object; the operator applies the
+same ones for objects that never went through them. Both lists must agree, field by field.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import kubernetes_validate
+import pytest
+
+from courier_operator.gateway.spec import parse_gateway_spec
+from courier_operator.replay.job import parse_replay_spec
+from tests.support.crds import crd_for, crds
+
+
+def test_every_crd_is_a_valid_custom_resource_definition() -> None:
+    documents = crds()
+    assert {doc["metadata"]["name"] for doc in documents} >= {
+        "couriergateways.gateway.courier.dev",
+        "replayrequests.gateway.courier.dev",
+        "kopfpeerings.kopf.dev",
+    }
+    for document in documents:
+        kubernetes_validate.validate(document, "1.30.0", strict=True)
+
+
+def _schema_at(schema: dict[str, Any], json_path: str) -> dict[str, Any] | None:
+    node: dict[str, Any] | None = schema
+    # Filters such as [?(@.type=="Ready")] select list items; only the field path matters here.
+    for part in re.sub(r"\[[^\]]*\]", "[]", json_path).lstrip(".").split("."):
+        name = part.split("[", 1)[0]
+        assert node is not None
+        node = node.get("properties", {}).get(name)
+        if node is None:
+            return None
+        if "[" in part:
+            node = node.get("items")
+    return node
+
+
+@pytest.mark.parametrize("kind", ["CourierGateway", "ReplayRequest"])
+def test_printer_columns_read_declared_fields_and_the_status_is_a_subresource(kind: str) -> None:
+    crd = crd_for(kind)
+    (version,) = crd["spec"]["versions"]
+    assert version["subresources"] == {"status": {}}
+    schema = version["schema"]["openAPIV3Schema"]
+    for column in version["additionalPrinterColumns"]:
+        if column["jsonPath"].startswith(".metadata."):
+            continue
+        assert _schema_at(schema, column["jsonPath"]) is not None, column
+    assert crd["spec"]["names"]["shortNames"]
+
+
+def test_a_replay_request_spec_is_immutable() -> None:
+    spec = crd_for("ReplayRequest")["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    rules = spec["properties"]["spec"]["x-kubernetes-validations"]
+    assert {"rule": "self == oldSelf", "message": rules[0]["message"]} in rules
+
+
+def _defaults(schema: dict[str, Any], path: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    found: dict[tuple[str, ...], Any] = {}
+    for name, node in (schema.get("properties") or {}).items():
+        if "default" in node and node["default"] != {}:
+            found[(*path, name)] = node["default"]
+        found.update(_defaults(node, (*path, name)))
+        if node.get("type") == "array" and isinstance(node.get("items"), dict):
+            found.update(_defaults(node["items"], (*path, name, "[]")))
+    return found
+
+
+def _value(document: Any, path: tuple[str, ...]) -> Any:
+    for part in path:
+        document = document[0] if part == "[]" else document[part]
+    return document
+
+
+def test_the_operator_applies_the_same_defaults_as_the_gateway_crd() -> None:
+    schema = crd_for("CourierGateway")["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    defaults = _defaults(schema["properties"]["spec"])
+    minimal = {
+        "image": "img:1",
+        "redis": {"urlSecretRef": {"name": "r"}},
+        "mongo": {"uriSecretRef": {"name": "m"}},
+        "downstream": {},
+        "signing": {"sources": [{"name": "dhl", "rotation": {}}]},
+    }
+    parsed = parse_gateway_spec(minimal).model_dump()
+    assert len(defaults) > 20
+    for path, default in defaults.items():
+        assert _value(parsed, path) == default, path
+
+
+def test_the_operator_applies_the_same_defaults_as_the_replay_crd() -> None:
+    schema = crd_for("ReplayRequest")["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    defaults = _defaults(schema["properties"]["spec"])
+    parsed = parse_replay_spec({"gatewayRef": {"name": "g"}, "selector": {"all": True}})
+    for path, default in defaults.items():
+        assert _value(parsed.model_dump(), path) == default, path
+    assert len(defaults) == 5
