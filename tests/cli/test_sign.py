@@ -224,3 +224,33 @@ def test_explicit_secret_keeps_the_configured_scheme_of_the_source(ingress: Gate
     result = sign("--source", "dhl", "--secret", DHL_SECRET, env=configured(ingress))
     status, answer = run_curl(curl_output(result))
     assert_accepted(status, answer, "dhl")
+
+
+def test_send_posts_with_the_newest_key_of_a_mounted_directory(
+    ingress: GatewayProcess, tmp_path: Path
+) -> None:
+    """What the chart's ``helm test`` pod does: sign with the Secret's newest key and post."""
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "k20260101000000-aaaa").write_text("an-old-key-that-is-not-configured")
+    (keys / "k20261125000000-bbbb").write_text(COURIER_SECRET + "\n")
+    (keys / "..data").mkdir()  # the kubelet's bookkeeping is not a key
+    result = sign(
+        "--send", "--source", "courier", "--secret-file", keys, "--url", ingress.url, env={}
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("202 ")
+
+
+def test_send_reports_a_refusal_with_exit_code_1(ingress: GatewayProcess, tmp_path: Path) -> None:
+    key = tmp_path / "key"
+    key.write_text("a-key-the-gateway-does-not-know")
+    result = sign("--send", "--secret-file", key, "--url", ingress.url, env={})
+    assert result.returncode == 1
+    assert result.stdout.startswith("401 ")
+
+
+def test_secret_file_problems_are_named(tmp_path: Path) -> None:
+    assert_usage_error(sign("--secret-file", tmp_path, env={}), "holds no key file")
+    missing = tmp_path / "missing"
+    assert_usage_error(sign("--secret-file", missing, env={}), "cannot be read")
