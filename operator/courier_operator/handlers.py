@@ -100,6 +100,9 @@ def build_registry(
             prefix=GROUP, key="last-handled-configuration"
         )
         settings.persistence.finalizer = FINALIZER
+        # The CRDs are installed before the operator (Helm's crds/): no need to watch for new
+        # ones, nor the permission to.
+        settings.scanning.disabled = True
         settings.posting.level = 20  # INFO and up become Events
         settings.watching.server_timeout = 300
         settings.execution.max_workers = 8

@@ -105,7 +105,13 @@ def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
 class KubeClient:
     """Namespaced CRUD on :class:`Resource` objects over one HTTP connection pool."""
 
-    def __init__(self, info: kopf.ConnectionInfo, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        info: kopf.ConnectionInfo,
+        *,
+        timeout: float = 10.0,
+        user_agent: str = "courier-gateway-operator",
+    ) -> None:
         self._info = info
         self._token_read_at = 0.0
         self._token = info.token
@@ -116,7 +122,7 @@ class KubeClient:
             base_url=info.server,
             verify=_ssl_context(info),
             timeout=timeout,
-            headers={"user-agent": "courier-gateway-operator"},
+            headers={"user-agent": user_agent},
             **auth,  # type: ignore[arg-type]
         )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import threading
 
 import kopf
@@ -39,6 +40,9 @@ async def run_operator(
     namespaces = [item for item in settings.operator_namespaces.split(",") if item]
     standalone = settings.operator_peering == STANDALONE
     port = settings.operator_health_port
+    # Peers with equal priorities all pause; a random one makes the newest replica of a rollout
+    # (or any survivor) take over from the others.
+    priority = secrets.randbelow(2**31)
     log.info(
         "operator starting",
         extra={
@@ -51,6 +55,7 @@ async def run_operator(
             registry=registry,
             standalone=standalone,
             peering_name=None if standalone else settings.operator_peering,
+            priority=priority,
             namespaces=namespaces,
             clusterwide=not namespaces,
             liveness_endpoint=f"http://0.0.0.0:{port}/healthz" if port else None,

@@ -23,10 +23,12 @@ import pytest
 from courier_gateway.config import Settings
 from courier_operator import run_operator
 from courier_operator.kube import COURIER_GATEWAYS, SECRETS, KubeClient
+from courier_operator.rbac import allows
 from tests.support.crds import crd_schema
 from tests.support.kube import KubernetesAPI, declare_resources
 
 NAMESPACE = "couriers"
+TEST_CLIENT = "kubectl-in-tests"
 INTERVAL = 0.3
 
 
@@ -50,9 +52,37 @@ def kube_api(kmock: Any) -> Iterator[Any]:
         "metadata": {"name": NAMESPACE},
     }
     yield kmock
+    check_permissions(kmock)
     for (resource, _namespace, _name), obj in list(kmock.objects.items()):
         if resource.group == "gateway.courier.dev" and obj.get("status"):
             check_status(json.loads(json.dumps(obj.raw, default=dict)))
+
+
+def _verb(request: Any) -> str:
+    method = str(request.method).rsplit(".", 1)[-1].lower()
+    if method == "get":
+        if request.params.get("watch") == "true":
+            return "watch"
+        return "get" if request.name else "list"
+    return {"post": "create", "put": "update"}.get(method, method)
+
+
+def check_permissions(api: Any) -> None:
+    """Every request the operator (kopf included) made is allowed by its declared RBAC."""
+    for request in list(api):
+        if request.resource is None or request.resource.plural is None:
+            continue  # API discovery: allowed to every authenticated client
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        if headers.get("user-agent") == TEST_CLIENT:
+            continue  # the test acting as a user or a controller
+        resource = request.resource.plural
+        if request.subresource:
+            resource += f"/{request.subresource}"
+        verb = _verb(request)
+        assert allows(request.resource.group, resource, verb), (
+            f"the operator made a request its RBAC does not allow: {verb}"
+            f" {request.resource.group or 'core'}/{resource}"
+        )
 
 
 def check_status(obj: dict[str, Any]) -> None:
@@ -65,7 +95,7 @@ def check_status(obj: dict[str, Any]) -> None:
 @pytest.fixture
 async def kubectl(kube_api: Any) -> AsyncIterator[KubeClient]:
     """A client on the emulated API, for what a user (or a controller) would do."""
-    client = KubeClient(kopf.ConnectionInfo(server=str(kube_api.url)))
+    client = KubeClient(kopf.ConnectionInfo(server=str(kube_api.url)), user_agent=TEST_CLIENT)
     try:
         yield client
     finally:

@@ -1,0 +1,136 @@
+"""The chart's CRDs as JSON Schemas, to validate custom resources offline.
+
+Kubernetes validates a custom resource against its CRD's ``openAPIV3Schema``; ``jsonschema`` can
+do the same once the Kubernetes extensions are translated: ``x-kubernetes-int-or-string`` becomes
+"integer or string", ``nullable`` adds ``null``, and the other ``x-kubernetes-*`` keys go (CEL
+rules in ``x-kubernetes-validations`` cannot be evaluated here; the operator repeats them).
+
+By default the schema is strict: an object with declared properties refuses unknown ones, unless
+it says ``x-kubernetes-preserve-unknown-fields``. The API server would prune such fields silently
+(or refuse them under kubectl's strict field validation); either way a manifest carrying one has
+a bug, so tests should hear about it.
+
+    validate_custom_resource(yaml.safe_load(manifest))   # raises jsonschema.ValidationError
+    crd_schema("CourierGateway")["properties"]["spec"]
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+__all__ = [
+    "CRD_DIRECTORY",
+    "UnknownKindError",
+    "crd_for",
+    "crd_schema",
+    "crds",
+    "validate_custom_resource",
+]
+
+CRD_DIRECTORY = Path(__file__).resolve().parents[2] / "charts" / "courier-gateway" / "crds"
+
+
+class UnknownKindError(LookupError):
+    """No CRD in the chart defines this kind (or this apiVersion of it)."""
+
+
+@cache
+def _load() -> tuple[dict[str, Any], ...]:
+    documents: list[dict[str, Any]] = []
+    for path in sorted(CRD_DIRECTORY.glob("*.yaml")):
+        documents.extend(doc for doc in yaml.safe_load_all(path.read_text()) if doc)
+    return tuple(documents)
+
+
+def crds() -> list[dict[str, Any]]:
+    """Every CustomResourceDefinition under the chart's ``crds/`` (deep copies)."""
+    return copy.deepcopy(list(_load()))
+
+
+def crd_for(kind: str, group: str | None = None) -> dict[str, Any]:
+    """The CRD defining ``kind`` (in ``group``, when several groups define one kind)."""
+    found = [
+        crd
+        for crd in _load()
+        if crd["spec"]["names"]["kind"] == kind and group in (None, crd["spec"]["group"])
+    ]
+    if len(found) != 1:
+        raise UnknownKindError(f"{len(found)} CRDs define kind {kind!r} (group {group!r})")
+    return copy.deepcopy(found[0])
+
+
+def _translate(node: Any, *, strict: bool) -> Any:
+    if isinstance(node, list):
+        return [_translate(item, strict=strict) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {
+        key: _translate(value, strict=strict)
+        for key, value in node.items()
+        # "properties" maps field names, which may themselves start with x-kubernetes-.
+        if not key.startswith("x-kubernetes-") and key != "nullable"
+    }
+    if "properties" in node:
+        out["properties"] = {
+            name: _translate(value, strict=strict) for name, value in node["properties"].items()
+        }
+    if node.get("x-kubernetes-int-or-string"):
+        out.pop("type", None)
+        out.setdefault("anyOf", [{"type": "integer"}, {"type": "string"}])
+    if node.get("nullable") and "type" in out:
+        out["type"] = [out["type"], "null"]
+    preserve = node.get("x-kubernetes-preserve-unknown-fields", False)
+    if strict and "properties" in node and not preserve and "additionalProperties" not in node:
+        out["additionalProperties"] = False
+    return out
+
+
+def crd_schema(kind: str, version: str | None = None, *, strict: bool = True) -> dict[str, Any]:
+    """The JSON Schema of ``kind`` (its storage version unless ``version`` is given)."""
+    crd = crd_for(kind)
+    versions = crd["spec"]["versions"]
+    chosen = [
+        item
+        for item in versions
+        if (item["name"] == version if version else item.get("storage", False))
+    ]
+    if not chosen:
+        raise UnknownKindError(f"{kind} has no version {version!r}")
+    schema: dict[str, Any] = _translate(chosen[0]["schema"]["openAPIV3Schema"], strict=strict)
+    # Every object has these, whether its schema declares them or not.
+    implicit = {"apiVersion": {"type": "string"}, "kind": {"type": "string"}}
+    implicit["metadata"] = {"type": "object"}
+    schema["properties"] = {**implicit, **schema.get("properties", {})}
+    schema["$schema"] = "http://json-schema.org/draft-07/schema#"
+    return schema
+
+
+def validate_custom_resource(doc: dict[str, Any], *, strict: bool = True) -> None:
+    """Check ``doc`` as the API server would: its apiVersion served, its body per the schema.
+
+    Raises :class:`UnknownKindError` for a kind or version the chart's CRDs do not serve, and
+    ``jsonschema.ValidationError`` (the first error, with its path) for a schema violation.
+    """
+    group, _, version = doc["apiVersion"].rpartition("/")
+    crd = crd_for(doc["kind"], group)
+    served = [item["name"] for item in crd["spec"]["versions"] if item.get("served")]
+    if version not in served:
+        raise UnknownKindError(f"{doc['kind']} is served as {served}, not {version!r}")
+    metadata = doc.get("metadata") or {}
+    if not metadata.get("name"):
+        raise jsonschema.ValidationError("metadata.name is required", path=["metadata"])
+    if crd["spec"]["scope"] == "Cluster" and "namespace" in metadata:
+        raise jsonschema.ValidationError(
+            f"{doc['kind']} is cluster-scoped but has a namespace", path=["metadata", "namespace"]
+        )
+    schema = crd_schema(doc["kind"], version, strict=strict)
+    validator = jsonschema.Draft7Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(doc))
+    if error is not None:
+        raise error
