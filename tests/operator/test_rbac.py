@@ -1,0 +1,115 @@
+"""The operator's declared permissions cover its code: every API call and every kopf handler.
+
+The operator tests also check every request actually made against the same declaration (see
+``check_permissions`` in conftest), and the chart's tests render exactly these rules.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import courier_operator
+from courier_gateway.config import Settings
+from courier_operator import OperatorState, build_registry
+from courier_operator import kube as kube_module
+from courier_operator.rbac import PERMISSIONS, allows
+
+PACKAGE = Path(courier_operator.__file__).parent
+VERBS = {"get": "get", "create": "create", "patch": "patch", "delete": "delete"}
+
+
+def _client_calls() -> set[tuple[str, str, str]]:
+    """(api group, resource, verb) of every ``KubeClient`` call in the operator's code."""
+    resources = {
+        name: value
+        for name, value in vars(kube_module).items()
+        if isinstance(value, kube_module.Resource)
+    }
+    found: set[tuple[str, str, str]] = set()
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            if isinstance(node.func, ast.Name) and node.func.id == "ensure":
+                # objects.ensure(client, RESOURCE, desired): read, then create or patch.
+                resource_arg = node.args[1]
+                if isinstance(resource_arg, ast.Name) and resource_arg.id in resources:
+                    resource = resources[resource_arg.id]
+                    found |= {
+                        (resource.group, resource.plural, v) for v in ("get", "create", "patch")
+                    }
+                continue
+            if not isinstance(node.func, ast.Attribute):
+                continue
+            if node.func.attr not in VERBS or not node.args:
+                continue
+            first = node.args[0]
+            if not (isinstance(first, ast.Name) and first.id in resources):
+                continue
+            resource = resources[first.id]
+            plural = resource.plural
+            for keyword in node.keywords:
+                if keyword.arg == "subresource" and isinstance(keyword.value, ast.Constant):
+                    plural += f"/{keyword.value.value}"
+            found.add((resource.group, plural, VERBS[node.func.attr]))
+    return found
+
+
+def test_every_api_call_in_the_code_is_allowed() -> None:
+    calls = _client_calls()
+    # The calls the reconcilers and the replay follower make: a scan that finds none is broken.
+    assert ("apps", "deployments", "patch") in calls
+    assert ("gateway.courier.dev", "couriergateways/status", "patch") in calls
+    assert ("batch", "jobs", "delete") in calls
+    missing = sorted(call for call in calls if not allows(*call))
+    assert missing == []
+
+
+def test_every_resource_kopf_handles_can_be_listed_watched_and_patched() -> None:
+    registry = build_registry(Settings.from_env({}), OperatorState())
+    handlers = [
+        *registry._changing.get_all_handlers(),
+        *registry._watching.get_all_handlers(),
+        *registry._spawning.get_all_handlers(),
+    ]
+    selected = {(h.selector.group, h.selector.any_name) for h in handlers}
+    assert len(selected) == 4
+    for group, plural in selected:
+        assert group is not None and plural is not None
+        for verb in (
+            ("list", "watch", "patch") if group == "gateway.courier.dev" else ("list", "watch")
+        ):
+            assert allows(group, plural, verb), (group, plural, verb)
+
+
+def test_nothing_is_granted_that_no_code_or_kopf_uses() -> None:
+    used = _client_calls()
+    kopf_needs = {
+        ("", "events", "create"),
+        *{("", "namespaces", verb) for verb in ("get", "list", "watch")},
+        *{
+            ("kopf.dev", plural, verb)
+            for plural in ("kopfpeerings", "clusterkopfpeerings")
+            for verb in ("get", "list", "watch", "patch")
+        },
+        *{
+            (group, plural, verb)
+            for group, plural in (
+                ("gateway.courier.dev", "couriergateways"),
+                ("gateway.courier.dev", "replayrequests"),
+                ("apps", "deployments"),
+                ("batch", "jobs"),
+            )
+            for verb in ("list", "watch")
+        },
+        ("gateway.courier.dev", "couriergateways", "patch"),  # kopf's annotations
+        ("gateway.courier.dev", "replayrequests", "patch"),  # and finalizer
+    }
+    granted = {
+        (rule.api_group, resource, verb)
+        for rule in PERMISSIONS
+        for resource in rule.resources
+        for verb in rule.verbs
+    }
+    assert granted - used - kopf_needs == set()
