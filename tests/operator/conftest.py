@@ -67,8 +67,8 @@ def _verb(request: Any) -> str:
     return {"post": "create", "put": "update"}.get(method, method)
 
 
-def check_permissions(api: Any) -> None:
-    """Every request the operator (kopf included) made is allowed by its declared RBAC."""
+def operator_requests(api: Any) -> Iterator[tuple[str, str, str]]:
+    """(api group, resource, verb) of every request the operator (kopf included) made."""
     for request in list(api):
         if request.resource is None or request.resource.plural is None:
             continue  # API discovery: allowed to every authenticated client
@@ -78,10 +78,15 @@ def check_permissions(api: Any) -> None:
         resource = request.resource.plural
         if request.subresource:
             resource += f"/{request.subresource}"
-        verb = _verb(request)
-        assert allows(request.resource.group, resource, verb), (
+        yield request.resource.group, resource, _verb(request)
+
+
+def check_permissions(api: Any) -> None:
+    """Every request the operator made is allowed by its declared RBAC."""
+    for group, resource, verb in operator_requests(api):
+        assert allows(group, resource, verb), (
             f"the operator made a request its RBAC does not allow: {verb}"
-            f" {request.resource.group or 'core'}/{resource}"
+            f" {group or 'core'}/{resource}"
         )
 
 

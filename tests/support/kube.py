@@ -13,6 +13,7 @@ objects against the CRD schemas instead), garbage collection, label selectors.
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import uuid
 from collections.abc import Awaitable, Callable
@@ -60,6 +61,12 @@ class KubernetesAPI(kmock.KubernetesEmulator):  # type: ignore[misc]
         return await super()._handle(request)
 
     def _stamp_new(self, request: Any) -> None:
+        if request.resource.plural == "secrets" and request.data.get("stringData"):
+            # The API server stores stringData as base64 data and never returns it.
+            data = request.data.setdefault("data", {}) or {}
+            for key, value in request.data.pop("stringData").items():
+                data[key] = base64.b64encode(str(value).encode()).decode()
+            request.data["data"] = data
         meta = request.data.setdefault("metadata", {})
         if not meta.get("name") and meta.get("generateName"):  # Events are created this way
             meta["name"] = f"{meta['generateName']}{uuid.uuid4().hex[:5]}"
