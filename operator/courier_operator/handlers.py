@@ -87,6 +87,8 @@ def build_registry(
     """A registry with every handler of the operator, using ``settings``' interval."""
     registry = kopf.OperatorRegistry()
     interval = settings.operator_interval_seconds
+    # After a failure (API or Redis unreachable), try again after one interval, not kopf's 60 s.
+    backoff = max(1.0, interval)
     gateways = (COURIER_GATEWAYS.group, COURIER_GATEWAYS.version, COURIER_GATEWAYS.plural)
     replays = (REPLAY_REQUESTS.group, REPLAY_REQUESTS.version, REPLAY_REQUESTS.plural)
     sign_in = login or _default_login
@@ -118,13 +120,13 @@ def build_registry(
     async def close(**_: Any) -> None:
         await state.stop()
 
-    @kopf.on.create(*gateways, registry=registry)
-    @kopf.on.update(*gateways, registry=registry)
-    @kopf.on.resume(*gateways, registry=registry)
+    @kopf.on.create(*gateways, backoff=backoff, registry=registry)
+    @kopf.on.update(*gateways, backoff=backoff, registry=registry)
+    @kopf.on.resume(*gateways, backoff=backoff, registry=registry)
     async def gateway_changed(namespace: str | None, name: str, **_: Any) -> None:
         await reconcile(state.context, _ns(namespace), name, observe_queue=False)
 
-    @kopf.timer(*gateways, interval=interval, initial_delay=0, registry=registry)
+    @kopf.timer(*gateways, interval=interval, initial_delay=0, backoff=backoff, registry=registry)
     async def gateway_maintenance(namespace: str | None, name: str, **_: Any) -> None:
         await reconcile(state.context, _ns(namespace), name, observe_queue=True)
 
@@ -134,27 +136,34 @@ def build_registry(
             if owner.get("kind") == COURIER_GATEWAYS.kind:
                 await reconcile(state.context, _ns(namespace), owner["name"], observe_queue=False)
 
-    @kopf.on.create(*replays, registry=registry)
-    @kopf.on.resume(*replays, registry=registry)
+    @kopf.on.create(*replays, backoff=backoff, registry=registry)
+    @kopf.on.resume(*replays, backoff=backoff, registry=registry)
     async def replay_requested(namespace: str | None, name: str, **_: Any) -> None:
         await sync_replay(state.context, _ns(namespace), name)
 
     @kopf.timer(
         *replays,
         interval=interval,
+        backoff=backoff,
         when=lambda status, **_: status.get("phase") not in ("Succeeded", "Failed"),
         registry=registry,
     )
     async def replay_progress(namespace: str | None, name: str, **_: Any) -> None:
         await sync_replay(state.context, _ns(namespace), name)
 
-    @kopf.on.event("batch", "v1", "jobs", labels={REQUEST_LABEL: kopf.PRESENT}, registry=registry)
+    @kopf.on.event(
+        "batch",
+        "v1",
+        "jobs",
+        labels={REQUEST_LABEL: kopf.PRESENT},
+        registry=registry,
+    )
     async def replay_job_changed(
         labels: Mapping[str, str], namespace: str | None, **_: Any
     ) -> None:
         await sync_replay(state.context, _ns(namespace), labels[REQUEST_LABEL])
 
-    @kopf.on.delete(*replays, registry=registry)
+    @kopf.on.delete(*replays, backoff=backoff, registry=registry)
     async def replay_deleted(body: kopf.Body, **_: Any) -> None:
         await delete_replay_job(state.context, dict(body))
 

@@ -146,9 +146,16 @@ class KubeClient:
     async def _send(
         self, method: str, path: str, *, body: Any = None, content_type: str | None = None
     ) -> dict[str, Any] | None:
-        response = await self._http.request(
-            method, path, json=body, headers=self._headers(content_type), params=None
-        )
+        try:
+            response = await self._http.request(
+                method, path, json=body, headers=self._headers(content_type)
+            )
+        except httpx.TransportError:
+            # A pooled connection the server closed while idle fails on reuse; one retry on a
+            # fresh connection. Creates that did land come back as 409, which callers handle.
+            response = await self._http.request(
+                method, path, json=body, headers=self._headers(content_type)
+            )
         if response.status_code == 404:
             return None
         if response.status_code >= 400:

@@ -13,7 +13,7 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from courier_operator.kube import KubeClient, Resource
+from courier_operator.kube import ApiError, KubeClient, Resource
 
 __all__ = [
     "MANAGED_BY",
@@ -87,7 +87,15 @@ async def ensure(
     name = desired["metadata"]["name"]
     live = await client.get(resource, namespace, name)
     if live is None:
-        return "created", await client.create(resource, namespace, desired)
+        try:
+            return "created", await client.create(resource, namespace, desired)
+        except ApiError as error:
+            if error.status != 409:
+                raise
+        # Created in between (by a retried request or another replica): compare with it.
+        live = await client.get(resource, namespace, name)
+        if live is None:
+            raise ApiError(409, f"{resource.kind} {namespace}/{name} exists and vanished")
     if contains(live, desired):
         return "unchanged", live
     patch = {key: value for key, value in desired.items() if key not in ("apiVersion", "kind")}

@@ -153,7 +153,13 @@ async def _sync_keys(
         status, changes = plan_keys(gateway, source, secret, now, token)
         for change in changes:
             if change.create is not None:
-                await ctx.client.create(SECRETS, namespace, change.create)
+                try:
+                    await ctx.client.create(SECRETS, namespace, change.create)
+                except ApiError as error:
+                    if error.status != 409:
+                        raise
+                    break  # made meanwhile (a retried request): the next pass reads it
+
             elif change.patch is not None:
                 await ctx.client.patch(SECRETS, namespace, name, change.patch)
             log.info(

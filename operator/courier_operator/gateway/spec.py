@@ -13,7 +13,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-__all__ = ["GatewaySpec", "InvalidSpecError", "SourceSpec", "parse_duration", "parse_gateway_spec"]
+__all__ = [
+    "GatewaySpec",
+    "InvalidSpecError",
+    "SourceSpec",
+    "describe_spec_error",
+    "parse_duration",
+    "parse_gateway_spec",
+]
 
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(h|m|s)")
 _DURATION = re.compile(r"^(?:[0-9]+(?:\.[0-9]+)?(?:h|m|s))+$")
@@ -196,15 +203,17 @@ class GatewaySpec(_Model):
     signing: SigningSpec
 
 
+def describe_spec_error(error: ValidationError) -> str:
+    """The first problem of a spec, as ``spec.<field path>: <what is wrong>``."""
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    message = first["msg"].removeprefix("Value error, ")
+    return f"spec.{where}: {message}" if where else f"spec: {message}"
+
+
 def parse_gateway_spec(spec: Any) -> GatewaySpec:
     """Validate ``spec``; raise :class:`InvalidSpecError` naming the first bad field."""
     try:
-        parsed = GatewaySpec.model_validate(spec or {})
+        return GatewaySpec.model_validate(spec or {})
     except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        message = first["msg"].removeprefix("Value error, ")
-        raise InvalidSpecError(
-            f"spec.{where}: {message}" if where else f"spec: {message}"
-        ) from None
-    return parsed
+        raise InvalidSpecError(describe_spec_error(error)) from None

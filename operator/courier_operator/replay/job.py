@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from courier_operator.gateway.spec import GatewaySpec
+from courier_operator.gateway.spec import GatewaySpec, describe_spec_error
 from courier_operator.gateway.workloads import CONTAINER_SECURITY, POD_SECURITY
 from courier_operator.objects import MANAGED_BY, owner_reference
 
@@ -76,12 +76,7 @@ def parse_replay_spec(spec: Any) -> ReplaySpec:
     try:
         return ReplaySpec.model_validate(spec or {})
     except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        message = first["msg"].removeprefix("Value error, ")
-        raise InvalidRequestError(
-            f"spec.{where}: {message}" if where else f"spec: {message}"
-        ) from None
+        raise InvalidRequestError(describe_spec_error(error)) from None
 
 
 def job_name(request: dict[str, Any]) -> str:
