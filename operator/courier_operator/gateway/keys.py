@@ -45,9 +45,12 @@ ROTATE_TOKEN = _PREFIX + "rotate-token"
 ROTATE_ANNOTATION = _PREFIX + "rotate-keys"
 
 
-def iso(moment: datetime) -> str:
-    """RFC 3339 in UTC with a Z, as Kubernetes writes times."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def iso(moment: datetime, *, precise: bool = False) -> str:
+    """RFC 3339 in UTC with a Z, as Kubernetes writes times (``precise``: with milliseconds)."""
+    utc = moment.astimezone(UTC)
+    if precise:
+        return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    return utc.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _parse(text: str | None) -> datetime | None:
@@ -141,7 +144,11 @@ def plan_keys(
     name = source_secret_name(gateway, source.name)
     if secret is None:
         key_id = _key_id(now)
-        annotations = {ACTIVE: key_id, ROTATED_AT: iso(now), ROTATE_TOKEN: manual_token or ""}
+        annotations = {
+            ACTIVE: key_id,
+            ROTATED_AT: iso(now, precise=True),
+            ROTATE_TOKEN: manual_token or "",
+        }
         data = {key_id: base64.b64encode(generate_secret(source.scheme).encode()).decode()}
         body = {
             "apiVersion": "v1",
@@ -199,7 +206,7 @@ def plan_keys(
         }
         new_annotations: dict[str, str | None] = {
             ACTIVE: key_id,
-            ROTATED_AT: iso(now),
+            ROTATED_AT: iso(now, precise=True),
             ROTATE_TOKEN: manual_token or annotations.get(ROTATE_TOKEN, ""),
         }
         if active and active in data:
@@ -207,7 +214,7 @@ def plan_keys(
             if annotations.get(PREVIOUS):
                 new_data[annotations[PREVIOUS]] = None
             new_annotations[PREVIOUS] = active
-            new_annotations[PREVIOUS_EXPIRES] = iso(now + _overlap(source))
+            new_annotations[PREVIOUS_EXPIRES] = iso(now + _overlap(source), precise=True)
         why = "requested by annotation" if manual else "interval elapsed" if due else "key lost"
         changes.append(
             KeyChange(

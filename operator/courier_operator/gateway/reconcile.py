@@ -356,7 +356,8 @@ def _scaling_status(
     if decision.candidate is not None:
         scaling["scaleDownCandidate"] = {
             "replicas": decision.candidate["replicas"],
-            "since": iso(decision.candidate["since"]),
+            # Milliseconds: a window of a few seconds must not lose up to one to rounding.
+            "since": iso(decision.candidate["since"], precise=True),
         }
     return scaling
 
