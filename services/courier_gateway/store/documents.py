@@ -43,8 +43,12 @@ class AttemptRecord(BaseModel):
 
 
 class ProcessedEvent(Document):
-    """The idempotency ledger: who holds an event (lease) and how it ended."""
+    """The idempotency ledger: who holds an event (lease) and how it ended.
 
+    ``_id`` is the idempotency key: unique by construction, found through the primary key.
+    """
+
+    id: str | None = Field(default=None, description="the idempotency key")  # type: ignore[assignment]
     idempotencyKey: str  # noqa: N815
     eventId: str  # noqa: N815
     source: str
@@ -62,7 +66,6 @@ class ProcessedEvent(Document):
     class Settings:
         name = "processed_events"
         indexes: ClassVar[list[IndexModel]] = [
-            IndexModel([("idempotencyKey", ASCENDING)], unique=True),
             IndexModel([("createdAt", ASCENDING)], expireAfterSeconds=LEDGER_TTL_SECONDS),
         ]
 
@@ -80,8 +83,12 @@ class HistoryEntry(BaseModel):
 
 
 class ActiveShipment(Document):
-    """A shipment's current state (from its latest event) and its whole history."""
+    """A shipment's current state (from its latest event) and its whole history.
 
+    ``_id`` is the shipment id (``shipmentId`` repeats it for readers of the collection).
+    """
+
+    id: str | None = Field(default=None, description="the shipment id")  # type: ignore[assignment]
     shipmentId: str  # noqa: N815
     orderId: str | None = None  # noqa: N815
     status: str | None
@@ -89,6 +96,9 @@ class ActiveShipment(Document):
     lastOccurredAt: datetime | None = None  # noqa: N815
     #: ``occurredAt`` (UTC, fixed width) + ``|`` + ``eventId``: one string orders events totally.
     lastEventOrder: str  # noqa: N815
+    #: ``lastEventOrder`` while the shipment is open, ``"~"`` (above every order) once final:
+    #: the one field a newer non-final event's guarded upsert compares.
+    openEventOrder: str  # noqa: N815
     #: Every applied event, keyed by a digest of its idempotency key (so each appears once).
     history: dict[str, HistoryEntry]
     createdAt: datetime  # noqa: N815
@@ -96,9 +106,6 @@ class ActiveShipment(Document):
 
     class Settings:
         name = "active_shipments"
-        indexes: ClassVar[list[IndexModel]] = [
-            IndexModel([("shipmentId", ASCENDING)], unique=True),
-        ]
 
 
 class ReplayRecord(BaseModel):

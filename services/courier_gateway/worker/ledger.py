@@ -83,6 +83,9 @@ class Ledger:
         try:
             await self.collection.insert_one(
                 {
+                    # The key is the _id (primary key): unique by construction, and every later
+                    # call finds the record without a secondary index.
+                    "_id": key,
                     "idempotencyKey": key,
                     "eventId": event["eventId"],
                     "source": event["source"],
@@ -108,7 +111,7 @@ class Ledger:
             takeable.append({"status": "dead_lettered"})
         document = await self.collection.find_one_and_update(
             # $and, not a sibling $or: the embedded test store ignores fields beside a $or.
-            {"$and": [{"idempotencyKey": key}, {"$or": takeable}]},
+            {"$and": [{"_id": key}, {"$or": takeable}]},
             {
                 "$set": {
                     "status": "processing",
@@ -121,7 +124,7 @@ class Ledger:
         )
         if document is not None:
             return Claimed(token, applied=document.get("appliedAt") is not None)
-        existing = await self.collection.find_one({"idempotencyKey": key})
+        existing = await self.collection.find_one({"_id": key})
         if existing is None:  # expired by TTL between our two calls: start over as new
             return await self.claim(
                 key=key, token=token, event=event, trace_id=trace_id, reopen_dead_letter=False
@@ -134,13 +137,13 @@ class Ledger:
     async def mark_applied(self, *, key: str, token: str) -> None:
         """Record that the store step ran, so a retry after a downstream failure skips it."""
         await self.collection.update_one(
-            {"idempotencyKey": key, "leaseOwner": token}, {"$set": {"appliedAt": now()}}
+            {"_id": key, "leaseOwner": token}, {"$set": {"appliedAt": now()}}
         )
 
     async def release(self, *, key: str, token: str, attempts: list[dict[str, Any]]) -> None:
         """Give the key up after a failed attempt, recording the attempts so far."""
         await self.collection.update_one(
-            {"idempotencyKey": key, "leaseOwner": token},
+            {"_id": key, "leaseOwner": token},
             {"$set": {"leaseOwner": None, "leaseUntilMs": 0, "attempts": attempts}},
         )
 
@@ -148,7 +151,7 @@ class Ledger:
         self, *, key: str, token: str | None, status: str, attempts: list[dict[str, Any]]
     ) -> bool:
         """Mark the key ``processed`` or ``dead_lettered``; False if the lease was lost."""
-        query: dict[str, Any] = {"idempotencyKey": key}
+        query: dict[str, Any] = {"_id": key}
         if token is not None:
             query["leaseOwner"] = token
         update: dict[str, Any] = {

@@ -4,13 +4,14 @@ Out-of-order events never regress state: the current status comes from the event
 greatest ``(occurredAt, eventId)``; every applied event joins the history, older ones included.
 
 The common case, a newer event with an allowed transition, is one round trip: an upsert whose
-filter holds the guard (``lastEventOrder`` below this event's, and not final when this status
-is not) and whose update sets both the current state and this event's history entry. The
-history is a map keyed by a digest of the idempotency key, so an event appears once however
-often it is applied. When the guard fails on an existing shipment, the upsert's insert collides
-with the unique ``shipmentId`` (a standard MongoDB duplicate-key error), and only then is the
-document read to tell an older event (it joins the history, status unchanged), a re-applied one
-(nothing to do), a concurrent newer one (try again) and an invalid transition (dead letter).
+filter holds the guard (``lastEventOrder`` below this event's, and not final when this status is
+not: one range condition on ``openEventOrder``, see :meth:`Shipments.apply`) and whose update sets
+both the current state and this event's history entry. The history is a map keyed by a digest of
+the idempotency key, so an event appears once however often it is applied. When the guard fails on
+an existing shipment, the upsert's insert collides with the shipment's ``_id`` (a standard MongoDB
+duplicate-key error), and only then is the document read to tell an older event (it joins the
+history, status unchanged), a re-applied one (nothing to do), a concurrent newer one (try again)
+and an invalid transition (dead letter).
 
 Which statuses and transitions are valid is deliberately small and explicit: once a shipment is
 final (delivered, returned, cancelled), a *newer* non-final status is an invalid transition and
@@ -20,7 +21,7 @@ the event is dead-lettered for review rather than silently applied.
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pymongo.asynchronous.collection import AsyncCollection
@@ -69,9 +70,20 @@ def check_event(event: dict[str, Any]) -> None:
         raise TerminalError("UNKNOWN_STATUS", f"status {status!r} is not a known shipment status")
 
 
+# Sorts after every order key (those start with digits): the openEventOrder of a final shipment.
+CLOSED = "~"
+_EPOCH = datetime(1, 1, 1, tzinfo=UTC)
+
+
 def order_key(occurred_at: datetime, event_id: str) -> str:
-    """A string that sorts events by ``(occurredAt, eventId)``: fixed-width UTC time first."""
-    return occurred_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ") + "|" + event_id
+    """A string that sorts events by ``(occurredAt, eventId)``.
+
+    The time is microseconds since year 1, zero-padded to 18 digits: fixed width, so string order
+    is time order. Not ISO text on purpose: the embedded test store compares date-like strings
+    as dates in range queries, and this key is not a date.
+    """
+    micros = (occurred_at - _EPOCH) // timedelta(microseconds=1)
+    return f"{micros:018d}|{event_id}"
 
 
 def parse_time(text: str) -> datetime:
@@ -116,13 +128,19 @@ class Shipments:
             "lastEventId": event["eventId"],
             "lastOccurredAt": occurred_at,
             "lastEventOrder": order,
+            "openEventOrder": CLOSED if status in FINAL_STATUSES else order,
             f"history.{entry_key}": entry,
         }
         if payload.get("orderId"):
             current["orderId"] = payload["orderId"]
-        guard: dict[str, Any] = {"shipmentId": shipment_id, "lastEventOrder": {"$lt": order}}
-        if status not in FINAL_STATUSES:
-            guard["status"] = {"$nin": sorted(FINAL_STATUSES)}
+        # The shipment id is the document's _id: the primary key, the cheapest lookup anywhere.
+        # One range condition guards both rules: a final shipment's openEventOrder is CLOSED,
+        # above every order, so a newer non-final event does not match it. (Two conditions
+        # beside _id make the embedded test store scan the collection.)
+        if status in FINAL_STATUSES:
+            guard: dict[str, Any] = {"_id": shipment_id, "lastEventOrder": {"$lt": order}}
+        else:
+            guard = {"_id": shipment_id, "openEventOrder": {"$lt": order}}
         for _ in range(_TRIES):
             moment = now()
             try:
@@ -130,7 +148,7 @@ class Shipments:
                     guard,
                     {
                         "$set": {**current, "updatedAt": moment},
-                        "$setOnInsert": {"createdAt": moment},
+                        "$setOnInsert": {"shipmentId": shipment_id, "createdAt": moment},
                     },
                     upsert=True,
                 )
@@ -139,7 +157,7 @@ class Shipments:
             else:
                 return "applied"
             document = await self.collection.find_one(
-                {"shipmentId": shipment_id},
+                {"_id": shipment_id},
                 projection={"status": 1, "lastEventOrder": 1, "history": 1},
             )
             if document is None:
@@ -154,7 +172,7 @@ class Shipments:
                     )
                 continue  # a concurrent event moved the shipment meanwhile: try again
             await self.collection.update_one(
-                {"shipmentId": shipment_id}, {"$set": {f"history.{entry_key}": entry}}
+                {"_id": shipment_id}, {"$set": {f"history.{entry_key}": entry}}
             )
             return "older"
         raise TransientError(
