@@ -10,12 +10,15 @@ Which handler does what:
 - an owned Deployment changed (by hand, or its pods became ready): reconcile its gateway, which
   reverts drift and refreshes the ready counts;
 - ReplayRequest created or found at start-up, its Job changed, or the interval passed while it
-  runs: :func:`sync_replay`; deleted: its Job is deleted (the only finalizer the operator sets).
+  runs: :func:`sync_replay`; deleted: its Job is deleted.
+
+kopf puts its finalizer (:data:`FINALIZER`) on both kinds: on requests for the Job's deletion, on
+gateways because their timer needs one. Only a running operator removes it (docs/operator.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, cast
 
 import kopf
@@ -30,7 +33,7 @@ from courier_operator.replay.sync import delete_replay_job, sync_replay
 
 __all__ = ["FINALIZER", "Login", "OperatorState", "build_registry"]
 
-FINALIZER = f"{GROUP}/replay-cleanup"
+FINALIZER = f"{GROUP}/operator"
 _OWNED = {"app.kubernetes.io/managed-by": MANAGED_BY}
 
 Login = Callable[..., kopf.ConnectionInfo | None]
@@ -158,10 +161,11 @@ def build_registry(
         labels={REQUEST_LABEL: kopf.PRESENT},
         registry=registry,
     )
-    async def replay_job_changed(
-        labels: Mapping[str, str], namespace: str | None, **_: Any
-    ) -> None:
-        await sync_replay(state.context, _ns(namespace), labels[REQUEST_LABEL])
+    async def replay_job_changed(body: kopf.Body, namespace: str | None, **_: Any) -> None:
+        # The owner reference names the request (the label holds the Job's name).
+        for owner in body.metadata.get("ownerReferences") or []:
+            if owner.get("kind") == REPLAY_REQUESTS.kind:
+                await sync_replay(state.context, _ns(namespace), owner["name"])
 
     @kopf.on.delete(*replays, backoff=backoff, registry=registry)
     async def replay_deleted(body: kopf.Body, **_: Any) -> None:

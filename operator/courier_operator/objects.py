@@ -48,10 +48,17 @@ def parse_quantity(value: object) -> Decimal | None:
 
 
 def contains(live: Any, desired: Any, key: str = "") -> bool:
-    """Whether every field of ``desired`` has the same value in ``live``."""
+    """Whether every field of ``desired`` has the same value in ``live``.
+
+    A ``None`` in ``desired`` means "absent": how the operator takes back a field it set before
+    (an image pull secret, a limit) — the merge patch sends the ``null`` that removes it.
+    """
     if isinstance(desired, dict):
         return isinstance(live, dict) and all(
-            name in live and contains(live[name], value, name) for name, value in desired.items()
+            live.get(name) is None
+            if value is None
+            else name in live and contains(live[name], value, name)
+            for name, value in desired.items()
         )
     if isinstance(desired, list):
         return (
@@ -72,7 +79,9 @@ def owner_reference(owner: dict[str, Any]) -> dict[str, Any]:
         "name": owner["metadata"]["name"],
         "uid": owner["metadata"]["uid"],
         "controller": True,
-        "blockOwnerDeletion": True,
+        # No blockOwnerDeletion: with the OwnerReferencesPermissionEnforcement admission plugin
+        # (OpenShift's default) it needs update on the owner's finalizers, and foreground
+        # deletion, the only thing it affects, is not how gateways are deleted.
     }
 
 

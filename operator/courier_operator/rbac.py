@@ -6,9 +6,9 @@ sides: every request the operator makes against the emulated API is covered by i
 renders exactly these rules.
 
 kopf's share: it lists, watches and patches (annotations, finalizers) the resources it handles,
-posts Events, and with peering lists, watches and patches the peering object. With a namespace
-list (``OPERATOR_NAMESPACES``) it also watches namespaces. CRD scanning is off, so it needs no
-access to CustomResourceDefinitions.
+posts Events, and with peering lists, watches and patches the peering object. Scanning is off,
+so it needs no access to CustomResourceDefinitions, nor to namespaces (it watches the ones
+``OPERATOR_NAMESPACES`` names, or all at once).
 """
 
 from __future__ import annotations
@@ -48,7 +48,6 @@ PERMISSIONS: tuple[Rule, ...] = (
     Rule("policy", ("poddisruptionbudgets",), ("get", "create", "patch")),
     Rule("batch", ("jobs",), ("get", "list", "watch", "create", "delete")),
     Rule("", ("events",), ("create",)),
-    Rule("", ("namespaces",), ("get", "list", "watch")),
 )
 
 

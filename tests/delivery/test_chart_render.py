@@ -206,12 +206,14 @@ def test_the_operator_runs_the_operator_role(rendered: Rendered) -> None:
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert container["args"] == ["operator"]
-    env = {item["name"]: item["value"] for item in container["env"]}
+    env = {item["name"]: item.get("value", item.get("valueFrom")) for item in container["env"]}
     assert env == {
         "OPERATOR_NAMESPACES": ",".join(rendered.values["operator"]["watchNamespaces"]),
         "OPERATOR_PEERING": "courier-gateway",
         "OPERATOR_HEALTH_PORT": "8080",
         "LOG_LEVEL": rendered.values["operator"]["logLevel"],
+        # kopf's identity, so it never asks the passwd database about an unknown UID.
+        "POD_ID": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}},
     }
     assert container["ports"] == [{"name": "health", "containerPort": 8080, "protocol": "TCP"}]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}

@@ -61,7 +61,6 @@ async def test_creating_a_gateway_creates_its_owned_objects(
             "name": "main",
             "uid": uid,
             "controller": True,
-            "blockOwnerDeletion": True,
         }
 
     ingress = objects["ingress"]["spec"]
@@ -301,3 +300,18 @@ async def test_a_missing_connection_secret_is_named_in_the_status(
 
     synced = await eventually(reported)
     assert synced["message"] == "Secret absent not found"
+
+
+async def test_a_name_that_cannot_name_a_service_is_reported(
+    operator: Any, kubectl: KubeClient, redis_server: RedisServer
+) -> None:
+    await operator()
+    await create_gateway(kubectl, redis_server.url, "1st-gateway")
+
+    async def reported() -> dict[str, Any] | None:
+        return condition(await kubectl.get(COURIER_GATEWAYS, NAMESPACE, "1st-gateway"), "Ready")
+
+    ready = await eventually(reported)
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+    assert ready["message"].startswith("metadata.name: '1st-gateway' is not a valid gateway name")
+    assert await kubectl.get(DEPLOYMENTS, NAMESPACE, "1st-gateway-ingress") is None

@@ -87,7 +87,6 @@ def test_nothing_is_granted_that_no_code_or_kopf_uses() -> None:
     used = _client_calls()
     kopf_needs = {
         ("", "events", "create"),
-        *{("", "namespaces", verb) for verb in ("get", "list", "watch")},
         *{
             ("kopf.dev", plural, verb)
             for plural in ("kopfpeerings", "clusterkopfpeerings")
@@ -104,7 +103,7 @@ def test_nothing_is_granted_that_no_code_or_kopf_uses() -> None:
             for verb in ("list", "watch")
         },
         ("gateway.courier.dev", "couriergateways", "patch"),  # kopf's annotations
-        ("gateway.courier.dev", "replayrequests", "patch"),  # and finalizer
+        ("gateway.courier.dev", "replayrequests", "patch"),  # and its finalizer
     }
     granted = {
         (rule.api_group, resource, verb)

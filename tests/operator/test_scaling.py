@@ -62,6 +62,19 @@ def test_scaling_down_waits_for_the_window_and_takes_the_highest_recommendation(
     assert (done.replicas, done.reason) == (3, "ScaledDown")
 
 
+def test_a_pending_scale_down_above_new_bounds_is_dropped() -> None:
+    # maxReplicas lowered from 8 to 3 while a scale-down to 6 was pending: never above 3.
+    decision = _decide(
+        current=3, maximum=3, lag=0, candidate={"replicas": 6}, candidate_since=NOW,
+        now=NOW + timedelta(seconds=120),
+    )  # fmt: skip
+    assert decision.replicas <= 3
+    assert (decision.reason, decision.candidate) == (
+        "Stabilizing",
+        {"replicas": 1, "since": decision.candidate["since"]},
+    )
+
+
 def test_new_bounds_apply_at_once() -> None:
     assert _decide(current=8, lag=10_000).replicas == 5
     assert _decide(current=1, minimum=3).replicas == 3

@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp.web
 import jsonpatch
 import kmock
+from kmock._internal.k8s import KubernetesObjectConflictError
 
 __all__ = ["RESOURCES", "KubernetesAPI", "declare_resources", "eventually"]
 
@@ -86,6 +87,11 @@ class KubernetesAPI(kmock.KubernetesEmulator):  # type: ignore[misc]
             meta = request.data.get("metadata")
             if not isinstance(meta, dict):
                 meta = request.data["metadata"] = {}
+            # A patch naming a resourceVersion applies only to that version (optimistic locking).
+            expected = meta.get("resourceVersion")
+            have = (current or {}).get("metadata", {}).get("resourceVersion")
+            if expected is not None and current is not None and expected != have:
+                raise KubernetesObjectConflictError(reason="Conflict", message="stale")
             meta["resourceVersion"] = version
             changes_spec = "spec" in request.data and request.subresource is None
             if (

@@ -130,11 +130,8 @@ Keep them equal to what the operator's code uses (tests/delivery checks the list
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [get, list, watch, create, delete]
-# kopf posts Events about the resources it handles, and watches namespaces.
+# kopf posts Events about the resources it handles.
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
-- apiGroups: [""]
-  resources: [namespaces]
-  verbs: [get, list, watch]
 {{- end }}

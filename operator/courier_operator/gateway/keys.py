@@ -178,7 +178,20 @@ def plan_keys(
 
     previous = annotations.get(PREVIOUS)
     expires = _parse(annotations.get(PREVIOUS_EXPIRES))
-    if previous and (expires is None or now >= expires):
+    if previous and expires is None:
+        # Missing or garbled (edited by hand): keep the key a full overlap rather than drop it.
+        repaired = iso(now + _overlap(source), precise=True)
+        changes.append(
+            KeyChange(
+                None,
+                {"metadata": {"annotations": {PREVIOUS_EXPIRES: repaired}}},
+                "KeyExpiryRepaired",
+                f"source {source.name}: previous key {previous} had no valid expiry;"
+                f" kept until {repaired}",
+            )
+        )
+        annotations[PREVIOUS_EXPIRES] = repaired
+    elif previous and expires is not None and now >= expires:
         patch_annotations = {PREVIOUS: None, PREVIOUS_EXPIRES: None}
         changes.append(
             KeyChange(

@@ -26,6 +26,7 @@ from courier_operator.gateway.spec import (
     GatewaySpec,
     InvalidSpecError,
     SecretKeyRef,
+    check_gateway_name,
     parse_gateway_spec,
 )
 from courier_operator.gateway.workloads import (
@@ -75,6 +76,7 @@ async def reconcile(
             return  # deleted: its objects go with it (owner references)
         now = ctx.now()
         try:
+            check_gateway_name(name)
             spec = parse_gateway_spec(gateway.get("spec"))
         except InvalidSpecError as error:
             await _write_status(ctx, gateway, _invalid_status(gateway, str(error), now))
@@ -151,17 +153,25 @@ async def _sync_keys(
         name = source_secret_name(gateway, source.name)
         secret = await ctx.client.get(SECRETS, namespace, name)
         status, changes = plan_keys(gateway, source, secret, now, token)
+        # Each write names the version it was planned on: two replicas rotating at once (a
+        # peering hand-over) get a 409 for the second, which re-plans on the next pass.
+        version = (secret or {}).get("metadata", {}).get("resourceVersion")
         for change in changes:
-            if change.create is not None:
-                try:
-                    await ctx.client.create(SECRETS, namespace, change.create)
-                except ApiError as error:
-                    if error.status != 409:
-                        raise
-                    break  # made meanwhile (a retried request): the next pass reads it
-
-            elif change.patch is not None:
-                await ctx.client.patch(SECRETS, namespace, name, change.patch)
+            written: dict[str, Any] = {}
+            try:
+                if change.create is not None:
+                    written = await ctx.client.create(SECRETS, namespace, change.create)
+                elif change.patch is not None:
+                    patch = change.patch
+                    if version:
+                        meta = {**patch.get("metadata", {}), "resourceVersion": version}
+                        patch = {**patch, "metadata": meta}
+                    written = await ctx.client.patch(SECRETS, namespace, name, patch) or {}
+            except ApiError as error:
+                if error.status != 409:
+                    raise
+                break  # written meanwhile by someone else: the next pass reads it
+            version = written.get("metadata", {}).get("resourceVersion")
             log.info(
                 change.message, extra={"gateway": f"{namespace}/{gateway['metadata']['name']}"}
             )

@@ -55,8 +55,10 @@ def decide(
         return ScaleDecision(recommended, recommended, "ScaledUp", None)
     if recommended == current:
         return ScaleDecision(current, recommended, "Steady", None)
-    highest = max(recommended, int(candidate["replicas"])) if candidate else recommended
-    since = candidate_since if candidate and candidate_since else now
+    # A pending scale-down only counts while it is still one (the bounds may have moved since).
+    pending = candidate if candidate and int(candidate["replicas"]) < current else None
+    highest = max(recommended, int(pending["replicas"])) if pending else recommended
+    since = candidate_since if pending and candidate_since else now
     if now - since >= window:
         return ScaleDecision(highest, recommended, "ScaledDown", None)
     return ScaleDecision(current, recommended, "Stabilizing", {"replicas": highest, "since": since})

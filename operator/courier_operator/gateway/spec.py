@@ -17,6 +17,7 @@ __all__ = [
     "GatewaySpec",
     "InvalidSpecError",
     "SourceSpec",
+    "check_gateway_name",
     "describe_spec_error",
     "parse_duration",
     "parse_gateway_spec",
@@ -69,8 +70,8 @@ class Resources(_Model):
     limits: dict[str, str | int] = Field(default_factory=dict)
 
     def manifest(self) -> dict[str, Any]:
-        """The ``resources`` of a container."""
-        return {key: value for key, value in self.model_dump().items() if value}
+        """The ``resources`` of a container; an empty part is ``None``, so it is removed."""
+        return {key: value or None for key, value in self.model_dump().items()}
 
 
 class IngressSpec(_Model):
@@ -201,6 +202,18 @@ class GatewaySpec(_Model):
     downstream: DownstreamSpec = Field(default_factory=DownstreamSpec)
     retry: RetrySpec = Field(default_factory=RetrySpec)
     signing: SigningSpec
+
+
+_GATEWAY_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$")
+
+
+def check_gateway_name(name: str) -> None:
+    """Raise :class:`InvalidSpecError` unless ``name`` can name Services and label values."""
+    if not _GATEWAY_NAME.match(name):
+        raise InvalidSpecError(
+            f"metadata.name: {name!r} is not a valid gateway name (at most 40 lowercase letters,"
+            " digits and '-', starting with a letter: it names a Service and labels)"
+        )
 
 
 def describe_spec_error(error: ValidationError) -> str:

@@ -142,10 +142,9 @@ def _pod_spec(
             *volumes,
         ],
     }
-    if spec.serviceAccountName:
-        pod["serviceAccountName"] = spec.serviceAccountName
-    if spec.imagePullSecrets:
-        pod["imagePullSecrets"] = [{"name": item["name"]} for item in spec.imagePullSecrets]
+    # None, not a missing key, when unset: a value removed from the spec leaves the pods too.
+    pod["serviceAccountName"] = spec.serviceAccountName or None
+    pod["imagePullSecrets"] = [{"name": item["name"]} for item in spec.imagePullSecrets] or None
     return pod
 
 
@@ -183,7 +182,10 @@ def _deployment(
                 "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
             },
             "template": {
-                "metadata": {"labels": _labels(gateway, component), "annotations": annotations},
+                # An empty map would be dropped by the API server and look like drift forever.
+                "metadata": {"labels": _labels(gateway, component), "annotations": annotations}
+                if annotations
+                else {"labels": _labels(gateway, component)},
                 "spec": pod,
             },
         },

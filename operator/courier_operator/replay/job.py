@@ -124,7 +124,9 @@ def replay_job(
         "app.kubernetes.io/instance": gateway["metadata"]["name"],
         "app.kubernetes.io/component": "replay",
         "app.kubernetes.io/managed-by": MANAGED_BY,
-        REQUEST_LABEL: request["metadata"]["name"],
+        # The Job's name, not the request's: a label value holds at most 63 characters. The
+        # operator finds the request through the Job's owner reference.
+        REQUEST_LABEL: job_name(request),
     }
     redis_ref, mongo_ref = gateway_spec.redis.urlSecretRef, gateway_spec.mongo.uriSecretRef
     env = [
@@ -151,12 +153,15 @@ def replay_job(
             "requests": {"cpu": "50m", "memory": "96Mi"},
             "limits": {"memory": "256Mi"},
         },
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108 - a private emptyDir
     }
     pod: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "securityContext": POD_SECURITY,
         "containers": [container],
+        # The root filesystem is read-only, as in the gateway's pods.
+        "volumes": [{"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}}],
     }
     if gateway_spec.imagePullSecrets:
         pod["imagePullSecrets"] = [{"name": s["name"]} for s in gateway_spec.imagePullSecrets]

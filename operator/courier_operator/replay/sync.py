@@ -8,6 +8,7 @@ logs are not something an operator should have to parse).
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -18,7 +19,7 @@ from courier_operator.conditions import Condition, merge_conditions
 from courier_operator.context import OperatorContext
 from courier_operator.gateway.keys import iso
 from courier_operator.gateway.reconcile import read_secret_value
-from courier_operator.gateway.spec import GatewaySpec, InvalidSpecError, parse_gateway_spec
+from courier_operator.gateway.spec import InvalidSpecError, parse_gateway_spec
 from courier_operator.kube import COURIER_GATEWAYS, JOBS, REPLAY_REQUESTS, ApiError
 from courier_operator.objects import merge_patch
 from courier_operator.replay.job import (
@@ -35,6 +36,8 @@ __all__ = ["delete_replay_job", "sync_replay"]
 log = logging.getLogger(__name__)
 
 _TERMINAL = ("Succeeded", "Failed")
+# How long a finished Job's counts are waited for while Redis cannot be read.
+_SUMMARY_PATIENCE = timedelta(minutes=5)
 _COUNTS = ("matched", "replayed", "discarded", "skipped", "failed")
 
 
@@ -55,66 +58,129 @@ async def _advance(
     ctx: OperatorContext, request: dict[str, Any], status: dict[str, Any]
 ) -> dict[str, Any]:
     namespace = request["metadata"]["namespace"]
-    try:
-        spec = parse_replay_spec(request.get("spec"))
-    except InvalidRequestError as error:
-        return _rejected(ctx, request, status, "InvalidSpec", str(error))
-    gateway = await ctx.client.get(COURIER_GATEWAYS, namespace, spec.gatewayRef.name)
-    if gateway is None:
-        message = f"CourierGateway {spec.gatewayRef.name} not found in namespace {namespace}"
-        return _rejected(ctx, request, status, "GatewayNotFound", message)
-    try:
-        gateway_spec = parse_gateway_spec(gateway.get("spec"))
-    except InvalidSpecError as error:
-        message = f"CourierGateway {spec.gatewayRef.name} is invalid: {error}"
-        return _rejected(ctx, request, status, "GatewayInvalid", message)
-
     name = job_name(request)
-    job = await ctx.client.get(JOBS, namespace, name)
     now = iso(ctx.now())
+    job = await ctx.client.get(JOBS, namespace, name)
+    if job is not None and not _owned_by(job, request):
+        # The Job of an earlier request with this name, still being deleted: wait for it.
+        message = f"waiting for Job {name} of an earlier request with this name to be deleted"
+        return _progress(request, status, name, phase="Pending", message=message, now=now)
     if job is None:
         if status.get("jobName"):
             message = f"Job {name} was deleted before it finished"
             return _finished(
-                request,
-                status,
-                phase="Failed",
-                reason="JobDeleted",
-                message=message,
-                summary={},
-                now=now,
-            )
-        try:
-            job = await ctx.client.create(
-                JOBS, namespace, replay_job(request, spec, gateway, gateway_spec)
-            )
-        except ApiError as error:
-            if error.status != 409:
-                raise
-            job = await ctx.client.get(JOBS, namespace, name) or {}
-        ctx.post_event(request, "Normal", "JobCreated", f"replay Job {name} created")
+                request, status, phase="Failed", reason="JobDeleted", message=message,
+                summary={}, now=now,
+            )  # fmt: skip
+        created = await _create_job(ctx, request, status)
+        if isinstance(created, str):  # refused: the status to write
+            return _rejected(ctx, request, status, *created.split(":", 1))
+        job = created
+    # From here on the Job is followed whatever happens to the gateway: the replay runs anyway.
     phase, message = job_phase(job)
-    base = dict(
-        status,
-        requestId=request_id(request),
-        jobName=name,
-        startTime=status.get("startTime") or now,
-    )
     if phase not in _TERMINAL:
-        conditions = [
-            Condition("Accepted", True, "JobCreated", f"Job {name} runs the replay"),
-            Condition("Complete", False, phase, message),
-        ]
-        return _with_conditions(request, dict(base, phase=phase, message=message), conditions, now)
-    summary = await _summary(ctx, gateway_spec, request)
+        return _progress(request, status, name, phase=phase, message=message, now=now)
+    summary, unreadable = await _summary(ctx, request)
+    if summary is None and unreadable and _recently_finished(job, ctx):
+        # Redis is briefly unreachable: try again on the next pass rather than lose the counts.
+        return _progress(
+            request, status, name, phase="Running", message=f"{message}; reading its summary",
+            now=now,
+        )  # fmt: skip
     reason = "Completed" if phase == "Succeeded" else "JobFailed"
     if summary is None:
         message += "; no summary was recorded (counts unknown)"
+    base = _started(request, status, name, now)
     finished = _finished(
         request, base, phase=phase, reason=reason, message=message, summary=summary or {}, now=now
     )
     ctx.post_event(request, "Normal" if phase == "Succeeded" else "Warning", reason, message)
     return finished
+
+
+async def _create_job(
+    ctx: OperatorContext, request: dict[str, Any], status: dict[str, Any]
+) -> dict[str, Any] | str:
+    """Validate the request and its gateway, then create the Job; or "Reason:message"."""
+    namespace = request["metadata"]["namespace"]
+    try:
+        spec = parse_replay_spec(request.get("spec"))
+    except InvalidRequestError as error:
+        return f"InvalidSpec:{error}"
+    gateway = await ctx.client.get(COURIER_GATEWAYS, namespace, spec.gatewayRef.name)
+    if gateway is None:
+        return (
+            f"GatewayNotFound:CourierGateway {spec.gatewayRef.name} not found"
+            f" in namespace {namespace}"
+        )
+    try:
+        gateway_spec = parse_gateway_spec(gateway.get("spec"))
+    except InvalidSpecError as error:
+        return f"GatewayInvalid:CourierGateway {spec.gatewayRef.name} is invalid: {error}"
+    name = job_name(request)
+    try:
+        job = await ctx.client.create(
+            JOBS, namespace, replay_job(request, spec, gateway, gateway_spec)
+        )
+    except ApiError as error:
+        if error.status != 409:
+            raise
+        job = await ctx.client.get(JOBS, namespace, name) or {}
+    ctx.post_event(request, "Normal", "JobCreated", f"replay Job {name} created")
+    return job
+
+
+def _owned_by(job: dict[str, Any], request: dict[str, Any]) -> bool:
+    uid = request["metadata"].get("uid")
+    owners = job.get("metadata", {}).get("ownerReferences") or []
+    return any(owner.get("uid") == uid for owner in owners)
+
+
+def _recently_finished(job: dict[str, Any], ctx: OperatorContext) -> bool:
+    status = job.get("status") or {}
+    ended = status.get("completionTime") or next(
+        (
+            item.get("lastTransitionTime")
+            for item in status.get("conditions") or []
+            if item.get("type") in ("Complete", "Failed") and item.get("status") == "True"
+        ),
+        None,
+    )
+    if not isinstance(ended, str):
+        return True
+    try:
+        moment = datetime.fromisoformat(ended.replace("Z", "+00:00"))
+    except ValueError:
+        return True
+    return ctx.now() - moment < _SUMMARY_PATIENCE
+
+
+def _started(
+    request: dict[str, Any], status: dict[str, Any], name: str, now: str
+) -> dict[str, Any]:
+    return dict(
+        status,
+        requestId=request_id(request),
+        jobName=name,
+        startTime=status.get("startTime") or now,
+    )
+
+
+def _progress(
+    request: dict[str, Any],
+    status: dict[str, Any],
+    name: str,
+    *,
+    phase: str,
+    message: str,
+    now: str,
+) -> dict[str, Any]:
+    conditions = [
+        Condition("Accepted", True, "JobCreated", f"Job {name} runs the replay"),
+        Condition("Complete", False, phase, message),
+    ]
+    base = _started(request, status, name, now)
+    return _with_conditions(request, dict(base, phase=phase, message=message), conditions, now)
 
 
 def _rejected(
@@ -163,24 +229,33 @@ def _with_conditions(
 
 
 async def _summary(
-    ctx: OperatorContext, gateway_spec: GatewaySpec, request: dict[str, Any]
-) -> dict[str, Any] | None:
+    ctx: OperatorContext, request: dict[str, Any]
+) -> tuple[dict[str, Any] | None, bool]:
+    """The replay's summary, and whether it could not be read (rather than being absent)."""
     namespace = request["metadata"]["namespace"]
+    gateway_name = ((request.get("spec") or {}).get("gatewayRef") or {}).get("name", "")
+    gateway = await ctx.client.get(COURIER_GATEWAYS, namespace, gateway_name)
+    if gateway is None:
+        log.warning("replay summary not read: gateway %s is gone", gateway_name)
+        return None, False
+    try:
+        gateway_spec = parse_gateway_spec(gateway.get("spec"))
+    except InvalidSpecError:
+        return None, False
     url, problem = await read_secret_value(ctx, namespace, gateway_spec.redis.urlSecretRef)
     if url is None:
         log.warning("replay summary not read: %s", problem)
-        return None
+        return None, False
+    key = replay_summary_key(gateway_spec.redis.stream, request_id(request))
     try:
-        raw = await ctx.redis(url).get(
-            replay_summary_key(gateway_spec.redis.stream, request_id(request))
-        )
+        raw = await ctx.redis(url).get(key)
     except (RedisError, OSError) as error:
-        log.warning("replay summary not read: %s", error)
-        return None
+        log.warning("replay summary not read yet: %s", error)
+        return None, True
     if raw is None:
-        return None
+        return None, False
     summary: dict[str, Any] = orjson.loads(raw)
-    return summary
+    return summary, False
 
 
 async def _write(ctx: OperatorContext, request: dict[str, Any], status: dict[str, Any]) -> None:
