@@ -23,6 +23,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
 from courier_gateway.store import ProcessedEvent
+from courier_gateway.worker.batching import InsertBatcher
 
 __all__ = ["Busy", "Claimed", "Duplicate", "Ledger"]
 
@@ -60,6 +61,8 @@ class Ledger:
 
     def __init__(self, *, lease_seconds: float) -> None:
         self._lease_ms = int(lease_seconds * 1000)
+        # Claims of concurrent jobs share one insert round trip (see batching.py).
+        self._claims = InsertBatcher(lambda: self.collection)
 
     @property
     def collection(self) -> AsyncCollection[dict[str, Any]]:
@@ -76,12 +79,12 @@ class Ledger:
         trace_id: str,
         reopen_dead_letter: bool,
     ) -> Claimed | Duplicate | Busy:
-        """Take the key for this attempt (one round trip for a new key)."""
+        """Take the key for this attempt (a new key: one insert, shared with concurrent claims)."""
         moment = now()
         now_ms = int(time.time() * 1000)
         lease_until = now_ms + self._lease_ms
         try:
-            await self.collection.insert_one(
+            await self._claims.insert(
                 {
                     # The key is the _id (primary key): unique by construction, and every later
                     # call finds the record without a secondary index.

@@ -9,9 +9,10 @@ not: one range condition on ``openEventOrder``, see :meth:`Shipments.apply`) and
 both the current state and this event's history entry. The history is a map keyed by a digest of
 the idempotency key, so an event appears once however often it is applied. When the guard fails on
 an existing shipment, the upsert's insert collides with the shipment's ``_id`` (a standard MongoDB
-duplicate-key error), and only then is the document read to tell an older event (it joins the
-history, status unchanged), a re-applied one (nothing to do), a concurrent newer one (try again)
-and an invalid transition (dead letter).
+duplicate-key error); a second write then adds the entry to the history if the event is older
+than the shipment's latest (status unchanged), and only if it is not is the document read to
+tell a re-applied event (nothing to do), a concurrent newer one (try again) and an invalid
+transition (dead letter).
 
 Which statuses and transitions are valid is deliberately small and explicit: once a shipment is
 final (delivered, returned, cancelled), a *newer* non-final status is an invalid transition and
@@ -153,9 +154,17 @@ class Shipments:
                     upsert=True,
                 )
             except DuplicateKeyError:
-                pass  # the shipment exists and the guard did not hold: find out why
+                # The shipment exists and the guard did not hold. Most often the event is older
+                # than the shipment's latest and only joins the history: one write says so.
+                joined = await self.collection.update_one(
+                    {"_id": shipment_id, "lastEventOrder": {"$gt": order}},
+                    {"$set": {f"history.{entry_key}": entry}},
+                )
+                if joined.matched_count:
+                    return "older"
             else:
                 return "applied"
+            # Not older: re-applied, an invalid transition, or a concurrent newer event.
             document = await self.collection.find_one(
                 {"_id": shipment_id},
                 projection={"status": 1, "lastEventOrder": 1, "history": 1},
