@@ -9,16 +9,20 @@ Three gaps of ``RedisStreamBroker`` are closed here (see ``docs/architecture.md`
   timeout, and a consumer that cannot get it skips the round instead of blocking;
 - ``XADD`` never trims (``maxlen`` can drop entries nobody processed); trimming is done by
   :mod:`courier_gateway.queue.maintenance`, never past an unacknowledged entry.
+
+Acknowledgements of concurrent jobs go out as one ``XACK`` (group commit) on one client, where
+taskiq-redis opens a client per acknowledgement.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 from redis.asyncio import Redis
@@ -27,6 +31,7 @@ from taskiq import AckableMessage
 from taskiq_redis import RedisStreamBroker
 
 from courier_gateway.config import Settings
+from courier_gateway.group_commit import GroupCommit
 
 __all__ = ["CONSUMER_GROUP", "CourierStreamBroker", "ensure_consumer_group", "make_broker"]
 
@@ -44,6 +49,25 @@ async def ensure_consumer_group(redis: Redis, stream: str) -> None:
             raise
 
 
+class StreamAcks(GroupCommit[tuple[str, str]]):
+    """``XACK`` of concurrent jobs' entries, one command per stream and batch."""
+
+    def __init__(self, redis: Redis) -> None:
+        super().__init__(max_batch=500)
+        self._redis = redis
+
+    async def write(self, batch: list[tuple[tuple[str, str], asyncio.Future[None]]]) -> None:
+        """Acknowledge every entry of the batch, grouped by stream."""
+        streams: dict[str, list[str]] = {}
+        for (stream, entry_id), _ in batch:
+            streams.setdefault(stream, []).append(entry_id)
+        for stream, ids in streams.items():
+            await self._redis.xack(stream, CONSUMER_GROUP, *ids)
+        for _, future in batch:
+            if not future.done():
+                future.set_result(None)
+
+
 class CourierStreamBroker(RedisStreamBroker):
     """A taskiq-redis stream broker that reclaims on a timer and never trims on write."""
 
@@ -51,6 +75,7 @@ class CourierStreamBroker(RedisStreamBroker):
         self, url: str, *, stream: str, idle_timeout_ms: int, batch: int, **kwargs: Any
     ) -> None:
         self.reclaim_interval = min(max(idle_timeout_ms / 4000, 0.2), 10.0)
+        self._acks: StreamAcks | None = None
         super().__init__(
             url,
             queue_name=stream,
@@ -101,6 +126,18 @@ class CourierStreamBroker(RedisStreamBroker):
             data=fields[b"data"],
             ack=self._ack_generator(id=entry_id.decode(), queue_name=self.queue_name),
         )
+
+    def _ack_generator(self, id: str, queue_name: str) -> Callable[[], Awaitable[None]]:
+        # taskiq-redis opens a client per acknowledgement; concurrent jobs' acknowledgements go
+        # out as one XACK instead, each job still waiting for its own.
+        acks = self._acks
+        if acks is None:
+            acks = self._acks = StreamAcks(Redis(connection_pool=self.connection_pool))
+
+        async def _ack() -> None:
+            await acks.submit((queue_name, id))
+
+        return _ack
 
     async def _reclaim(self, redis: Redis) -> list[tuple[bytes, dict[bytes, bytes]]]:
         lock = redis.lock(
