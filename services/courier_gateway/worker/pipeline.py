@@ -18,6 +18,7 @@ from typing import Any
 from taskiq import Context, TaskiqDepends
 
 from courier_gateway.observability import SpanHandle, span
+from courier_gateway.observability.logs import log_line
 from courier_gateway.observability.metrics import DUPLICATES
 from courier_gateway.observability.worker_metrics import (
     END_TO_END,
@@ -184,11 +185,11 @@ class Pipeline:
         PROCESSING.labels(outcome).observe(duration)
         if outcome != "failed":
             WORKER_OUTCOMES.labels(outcome).inc()
-        log.info(
-            "job attempt",
-            exc_info=exc_info,
-            extra={**fields, "outcome": outcome, "durationMs": round(duration * 1000, 3), **more},
-        )
+        line = {**fields, "outcome": outcome, "durationMs": round(duration * 1000, 3), **more}
+        if exc_info is None:
+            log_line(log, "job attempt", line)  # the common case, without logging's machinery
+        else:
+            log.info("job attempt", exc_info=exc_info, extra=line)
 
 
 def observe_terminal(outcome: str, envelope: dict[str, Any]) -> None:
