@@ -121,8 +121,7 @@ async def operator(kube_api: Any) -> AsyncIterator[OperatorFactory]:
 
     async def start(**overrides: str) -> None:
         environ = {
-            # Cluster-wide: with a namespace list kopf also watches /api/v1/namespaces,
-            # a path the emulator cannot parse.
+            # Cluster-wide, the chart's default (one test runs the namespaced mode).
             "OPERATOR_NAMESPACES": "",
             "OPERATOR_PEERING": "standalone",
             "OPERATOR_INTERVAL_SECONDS": str(INTERVAL),

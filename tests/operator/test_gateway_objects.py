@@ -315,3 +315,13 @@ async def test_a_name_that_cannot_name_a_service_is_reported(
     assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
     assert ready["message"].startswith("metadata.name: '1st-gateway' is not a valid gateway name")
     assert await kubectl.get(DEPLOYMENTS, NAMESPACE, "1st-gateway-ingress") is None
+
+
+async def test_an_operator_limited_to_namespaces_reconciles_there(
+    operator: Any, kubectl: KubeClient, redis_server: RedisServer
+) -> None:
+    """``OPERATOR_NAMESPACES`` (the chart's namespaced mode): watches only what it names."""
+    await operator(OPERATOR_NAMESPACES=f"{NAMESPACE},elsewhere")
+    await create_gateway(kubectl, redis_server.url, "scoped")
+    objects = await eventually(lambda: _objects(kubectl, "scoped"))
+    assert objects["worker"]["spec"]["replicas"] == 1
