@@ -31,7 +31,7 @@ from courier_operator.objects import MANAGED_BY
 from courier_operator.replay.job import REQUEST_LABEL
 from courier_operator.replay.sync import delete_replay_job, sync_replay
 
-__all__ = ["FINALIZER", "Login", "OperatorState", "build_registry"]
+__all__ = ["FINALIZER", "Login", "OperatorState", "build_registry", "default_login"]
 
 FINALIZER = f"{GROUP}/operator"
 _OWNED = {"app.kubernetes.io/managed-by": MANAGED_BY}
@@ -75,7 +75,7 @@ class OperatorState:
             self._context = None
 
 
-def _default_login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+def default_login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     # In a pod: the service account; elsewhere: the kubeconfig, as kubectl would.
     import os
 
@@ -94,7 +94,7 @@ def build_registry(
     backoff = max(1.0, interval)
     gateways = (COURIER_GATEWAYS.group, COURIER_GATEWAYS.version, COURIER_GATEWAYS.plural)
     replays = (REPLAY_REQUESTS.group, REPLAY_REQUESTS.version, REPLAY_REQUESTS.plural)
-    sign_in = login or _default_login
+    sign_in = login or default_login
 
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:

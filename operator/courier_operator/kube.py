@@ -53,6 +53,11 @@ class Resource:
         """``apiVersion`` as it appears in manifests."""
         return f"{self.group}/{self.version}" if self.group else self.version
 
+    def path_all(self) -> str:
+        """The URL path of the collection across every namespace."""
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        return f"{base}/{self.plural}"
+
     def path(self, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
         """The URL path of the collection, of one object, or of its subresource."""
         base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
@@ -196,6 +201,18 @@ class KubeClient:
             body=patch,
             content_type="application/merge-patch+json",
         )
+
+    async def list_names(self, resource: Resource, namespaces: list[str]) -> list[tuple[str, str]]:
+        """(namespace, name) of every object in ``namespaces``, or in all when empty."""
+        paths = [resource.path(ns) for ns in namespaces] or [resource.path_all()]
+        found: list[tuple[str, str]] = []
+        for path in paths:
+            listed = await self._send("GET", path) or {}
+            found += [
+                (item["metadata"]["namespace"], item["metadata"]["name"])
+                for item in listed.get("items") or []
+            ]
+        return found
 
     async def delete(self, resource: Resource, namespace: str, name: str) -> bool:
         """Delete the object and what it owns; False when it was already gone."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["PERMISSIONS", "Rule", "allows"]
+__all__ = ["CLEANUP_PERMISSIONS", "PERMISSIONS", "Rule", "allows"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +48,12 @@ PERMISSIONS: tuple[Rule, ...] = (
     Rule("policy", ("poddisruptionbudgets",), ("get", "create", "patch")),
     Rule("batch", ("jobs",), ("get", "list", "watch", "create", "delete")),
     Rule("", ("events",), ("create",)),
+)
+
+
+# ``courier-gateway cleanup`` (the chart's pre-delete hook), under its own service account.
+CLEANUP_PERMISSIONS: tuple[Rule, ...] = (
+    Rule("gateway.courier.dev", ("couriergateways", "replayrequests"), ("list", "delete")),
 )
 
 

@@ -9,16 +9,19 @@ import threading
 
 import kopf
 
-from courier_gateway.config import Settings
+from courier_gateway.config import ConfigError, Settings
 from courier_gateway.observability.logs import configure_logging
 from courier_operator.handlers import Login, OperatorState, build_registry
 
-__all__ = ["STANDALONE", "run_operator"]
+__all__ = ["CLEANUP_AGENT", "STANDALONE", "cleanup", "run_operator"]
 
 log = logging.getLogger(__name__)
 
 # What kopf accepts as a stop or ready signal (a thread's event when it runs in a thread).
 Flag = asyncio.Event | threading.Event
+
+# The cleanup command's user agent (it runs under its own service account and RBAC).
+CLEANUP_AGENT = "courier-gateway-cleanup"
 
 # OPERATOR_PEERING=standalone runs without peering (one replica, or a local run).
 STANDALONE = "standalone"
@@ -64,3 +67,22 @@ async def run_operator(
         )
     finally:
         await state.stop()
+
+
+async def cleanup(settings: Settings, *, wait_seconds: float) -> int:
+    """``courier-gateway cleanup``: exit code 0 when every resource is gone, 1 otherwise."""
+    from courier_operator.cleanup import delete_all
+    from courier_operator.handlers import default_login
+    from courier_operator.kube import KubeClient
+
+    configure_logging(settings.log_level)
+    info = default_login(settings=kopf.OperatorSettings(), logger=log)
+    if info is None:
+        raise ConfigError("cleanup: no Kubernetes credentials (service account or kubeconfig)")
+    client = KubeClient(info, user_agent=CLEANUP_AGENT)
+    try:
+        namespaces = [item for item in settings.operator_namespaces.split(",") if item]
+        left = await delete_all(client, namespaces, wait_seconds=wait_seconds)
+    finally:
+        await client.aclose()
+    return 1 if left else 0

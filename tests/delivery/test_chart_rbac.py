@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from courier_operator.rbac import PERMISSIONS
+import pytest
+
+from courier_operator.rbac import CLEANUP_PERMISSIONS, PERMISSIONS
 from tests.delivery.conftest import CHART, NAMESPACE, RELEASE, Render, Rendered
 
 # The operator's own declaration; the operator tests hold its requests to the same list.
@@ -25,26 +27,38 @@ def service_account_subject(rendered: Rendered) -> dict[str, str]:
     return {"kind": "ServiceAccount", "name": pod["serviceAccountName"], "namespace": NAMESPACE}
 
 
+def of_component(rendered: Rendered, kind: str, component: str = "operator") -> list[Any]:
+    """The objects of ``kind`` that belong to ``component`` (the operator, or the cleanup hook)."""
+    return [
+        doc
+        for doc in rendered.of_kind(kind)
+        if doc["metadata"]["labels"].get("app.kubernetes.io/component") == component
+    ]
+
+
 def test_cluster_wide_by_default(render: Render) -> None:
     rendered = render()
-    role = rendered.one("ClusterRole")
+    (role,) = of_component(rendered, "ClusterRole")
     assert role["rules"] == OPERATOR_RULES
-    binding = rendered.one("ClusterRoleBinding")
+    (binding,) = of_component(rendered, "ClusterRoleBinding")
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
         "kind": "ClusterRole",
         "name": role["metadata"]["name"],
     }
     assert binding["subjects"] == [service_account_subject(rendered)]
-    assert rendered.one("ServiceAccount")["metadata"]["name"] == f"{RELEASE}-operator"
+    (account,) = of_component(rendered, "ServiceAccount")
+    assert account["metadata"]["name"] == f"{RELEASE}-operator"
     assert rendered.of_kind("Role") == rendered.of_kind("RoleBinding") == []
 
 
 def test_namespaced_operator_gets_a_role_in_each_watched_namespace(render: Render) -> None:
     rendered = render({"operator": {"watchNamespaces": WATCHED}})
     assert rendered.of_kind("ClusterRole") == rendered.of_kind("ClusterRoleBinding") == []
-    roles = {role["metadata"]["namespace"]: role for role in rendered.of_kind("Role")}
-    bindings = {item["metadata"]["namespace"]: item for item in rendered.of_kind("RoleBinding")}
+    roles = {role["metadata"]["namespace"]: role for role in of_component(rendered, "Role")}
+    bindings = {
+        item["metadata"]["namespace"]: item for item in of_component(rendered, "RoleBinding")
+    }
     assert sorted(roles) == sorted(bindings) == sorted(WATCHED)
     for namespace in WATCHED:
         assert roles[namespace]["rules"] == OPERATOR_RULES
@@ -53,10 +67,43 @@ def test_namespaced_operator_gets_a_role_in_each_watched_namespace(render: Rende
         assert bindings[namespace]["subjects"] == [service_account_subject(rendered)]
 
 
+@pytest.mark.parametrize("watched", [[], WATCHED])
+def test_the_uninstall_cleanup_hook_may_list_and_delete_the_custom_resources_only(
+    render: Render, watched: list[str]
+) -> None:
+    rendered = render({"operator": {"watchNamespaces": watched}})
+    kinds = ("Role", "RoleBinding") if watched else ("ClusterRole", "ClusterRoleBinding")
+    roles = of_component(rendered, kinds[0], "cleanup")
+    bindings = of_component(rendered, kinds[1], "cleanup")
+    assert len(roles) == len(bindings) == max(1, len(watched))
+    for role in roles:
+        assert role["rules"] == [rule.as_manifest() for rule in CLEANUP_PERMISSIONS]
+    (account,) = of_component(rendered, "ServiceAccount", "cleanup")
+    (job,) = of_component(rendered, "Job", "cleanup")
+    for binding in bindings:
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": NAMESPACE}
+        ]
+    for doc in [*roles, *bindings, account, job]:
+        assert doc["metadata"]["annotations"]["helm.sh/hook"] == "pre-delete"
+    # RBAC and the account exist before the Job runs; all go once it succeeded.
+    assert int(account["metadata"]["annotations"]["helm.sh/hook-weight"]) < int(
+        job["metadata"]["annotations"]["helm.sh/hook-weight"]
+    )
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"] == ["cleanup", "--timeout", "120"]
+    assert {"name": "OPERATOR_NAMESPACES", "value": ",".join(watched)} in container["env"]
+    assert pod["serviceAccountName"] == account["metadata"]["name"]
+    assert render({"cleanup": {"enabled": False}}).of_kind("Job") == []
+
+
 def test_rbac_and_service_account_can_be_left_out(render: Render) -> None:
     rendered = render({"rbac": {"create": False}, "serviceAccount": {"create": False}})
+    # The cleanup hook goes too: without the chart's RBAC it would have no permissions.
     for kind in ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ServiceAccount"):
         assert rendered.of_kind(kind) == [], kind
+    assert rendered.of_kind("Job") == []
     assert service_account_subject(rendered)["name"] == "default"
 
 

@@ -23,7 +23,8 @@ import pytest
 from courier_gateway.config import Settings
 from courier_operator import run_operator
 from courier_operator.kube import COURIER_GATEWAYS, SECRETS, KubeClient
-from courier_operator.rbac import allows
+from courier_operator.rbac import CLEANUP_PERMISSIONS, PERMISSIONS
+from courier_operator.runner import CLEANUP_AGENT
 from tests.support.crds import crd_schema
 from tests.support.kube import KubernetesAPI, declare_resources
 
@@ -67,14 +68,18 @@ def _verb(request: Any) -> str:
     return {"post": "create", "put": "update"}.get(method, method)
 
 
-def operator_requests(api: Any) -> Iterator[tuple[str, str, str]]:
-    """(api group, resource, verb) of every request the operator (kopf included) made."""
+def operator_requests(api: Any, agent: str | None = None) -> Iterator[tuple[str, str, str]]:
+    """(api group, resource, verb) of every request the operator (kopf included) made, or of
+    the client with user agent ``agent``."""
     for request in list(api):
         if request.resource is None or request.resource.plural is None:
             continue  # API discovery: allowed to every authenticated client
         headers = {name.lower(): value for name, value in request.headers.items()}
-        if headers.get("user-agent") == TEST_CLIENT:
+        user_agent = headers.get("user-agent")
+        if user_agent == TEST_CLIENT:
             continue  # the test acting as a user or a controller
+        if (user_agent == CLEANUP_AGENT) != (agent == CLEANUP_AGENT):
+            continue
         resource = request.resource.plural
         if request.subresource:
             resource += f"/{request.subresource}"
@@ -82,12 +87,17 @@ def operator_requests(api: Any) -> Iterator[tuple[str, str, str]]:
 
 
 def check_permissions(api: Any) -> None:
-    """Every request the operator made is allowed by its declared RBAC."""
-    for group, resource, verb in operator_requests(api):
-        assert allows(group, resource, verb), (
-            f"the operator made a request its RBAC does not allow: {verb}"
-            f" {group or 'core'}/{resource}"
-        )
+    """Every request the operator made is allowed by its declared RBAC; the cleanup's by its."""
+    for agent, rules in ((None, PERMISSIONS), (CLEANUP_AGENT, CLEANUP_PERMISSIONS)):
+        for group, resource, verb in operator_requests(api, agent):
+            allowed = any(
+                rule.api_group == group and resource in rule.resources and verb in rule.verbs
+                for rule in rules
+            )
+            assert allowed, (
+                f"{agent or 'the operator'} made a request its RBAC does not allow: {verb}"
+                f" {group or 'core'}/{resource}"
+            )
 
 
 def check_status(obj: dict[str, Any]) -> None:

@@ -96,7 +96,11 @@ async def test_the_chart_operator_reconciles_the_chart_gateway(
         (pod_container,) = created["spec"]["template"]["spec"]["containers"]
         assert pod_container["image"] == gateway["spec"]["image"]
 
-    (role,) = by_kind["ClusterRole"]
+    (role,) = [
+        doc
+        for doc in by_kind["ClusterRole"]
+        if doc["metadata"]["labels"]["app.kubernetes.io/component"] == "operator"
+    ]
     made = set(operator_requests(kube_api))
     assert ("kopf.dev", "clusterkopfpeerings", "patch") in made  # peering really ran
     denied = sorted(request for request in made if not _rule_allows(role["rules"], *request))

@@ -27,7 +27,7 @@ from tests.support.servers import RedisServer
 pytestmark = pytest.mark.timeout(60)
 
 
-def _kubeconfig(path: Path, server: str) -> Path:
+def kubeconfig(path: Path, server: str) -> Path:
     config = {
         "apiVersion": "v1",
         "kind": "Config",
@@ -46,7 +46,7 @@ async def test_the_operator_process_logs_json_serves_health_and_stops_on_sigterm
     health = free_port()
     env = {
         "PATH": os.environ["PATH"],
-        "KUBECONFIG": str(_kubeconfig(tmp_path / "kubeconfig", str(kube_api.url))),
+        "KUBECONFIG": str(kubeconfig(tmp_path / "kubeconfig", str(kube_api.url))),
         "OPERATOR_PEERING": "standalone",
         "OPERATOR_HEALTH_PORT": str(health),
         "OPERATOR_INTERVAL_SECONDS": "0.5",

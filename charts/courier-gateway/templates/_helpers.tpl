@@ -135,3 +135,13 @@ Keep them equal to what the operator's code uses (tests/delivery checks the list
   resources: [events]
   verbs: [create]
 {{- end }}
+
+{{/*
+What the pre-delete cleanup Job may do: equal to CLEANUP_PERMISSIONS in
+operator/courier_operator/rbac.py (a test keeps them equal).
+*/}}
+{{- define "courier-gateway.cleanupRules" -}}
+- apiGroups: [gateway.courier.dev]
+  resources: [couriergateways, replayrequests]
+  verbs: [list, delete]
+{{- end }}

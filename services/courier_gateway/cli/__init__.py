@@ -83,6 +83,15 @@ def _run_operator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_cleanup(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from courier_gateway.config import Settings
+    from courier_operator.runner import cleanup
+
+    return asyncio.run(cleanup(Settings.from_env(), wait_seconds=args.timeout))
+
+
 def _run_dev(args: argparse.Namespace) -> int:
     from courier_gateway.devstack import run
 
@@ -120,6 +129,16 @@ def _parser() -> argparse.ArgumentParser:
         help="run the Kubernetes operator for CourierGateway and ReplayRequest resources",
     )
     operator.set_defaults(handler=_run_operator)
+
+    cleanup = commands.add_parser(
+        "cleanup",
+        help="delete every CourierGateway and ReplayRequest (OPERATOR_NAMESPACES, else all) and"
+        " wait until the running operator has released them (before removing the operator)",
+    )
+    cleanup.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds to wait for them to go (120)"
+    )
+    cleanup.set_defaults(handler=_run_cleanup)
 
     dev = commands.add_parser(
         "dev", help="run the whole gateway locally with a private Redis and an embedded store"
