@@ -15,34 +15,35 @@ from typing import Generic, TypeVar
 __all__ = ["GroupCommit"]
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
-class GroupCommit(ABC, Generic[T]):
-    """Collects items; :meth:`write` sends a batch and settles each item's future."""
+class GroupCommit(ABC, Generic[T, R]):
+    """Collects items; :meth:`write` sends a batch and settles each item's future with an ``R``."""
 
     def __init__(self, *, max_batch: int = 100) -> None:
         self._max_batch = max_batch
-        self._pending: list[tuple[T, asyncio.Future[None]]] = []
+        self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._running: asyncio.Task[None] | None = None
         self._scheduled = False
 
-    async def submit(self, item: T) -> None:
-        """Queue ``item`` and wait until its batch is written (or its own error)."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    async def submit(self, item: T) -> R:
+        """Queue ``item`` and wait until its batch is written; its result, or its own error."""
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
         self._kick()
-        await future
+        return await future
 
     @abstractmethod
-    async def write(self, batch: list[tuple[T, asyncio.Future[None]]]) -> None:
+    async def write(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         """Write the items and resolve every future that is not done yet."""
 
-    def take(self) -> list[tuple[T, asyncio.Future[None]]]:
+    def take(self) -> list[tuple[T, asyncio.Future[R]]]:
         """The next batch (override to keep some items for a later one)."""
         batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
         return batch
 
-    def keep_for_later(self, items: list[tuple[T, asyncio.Future[None]]]) -> None:
+    def keep_for_later(self, items: list[tuple[T, asyncio.Future[R]]]) -> None:
         """Put items back at the front of the queue (used by :meth:`take` overrides)."""
         self._pending[:0] = items
 

@@ -14,7 +14,7 @@ from typing import Any
 from pymongo import AsyncMongoClient, monitoring
 from pymongo.errors import DuplicateKeyError
 
-from courier_gateway.worker.batching import InsertBatcher
+from courier_gateway.worker.batching import Finish, FinishBatcher, InsertBatcher
 from tests.support.servers import StoreServer
 
 
@@ -79,3 +79,40 @@ async def test_a_store_failure_reaches_every_caller(store_server: StoreServer) -
     assert len(results) == 3
     for result in results:
         assert isinstance(result, Exception) and not isinstance(result, DuplicateKeyError)
+
+
+async def test_concurrent_terminal_marks_share_a_bulk_write_and_know_if_their_lease_held(
+    store_server: StoreServer,
+) -> None:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(store_server.uri)
+    collection = client[f"t_{uuid.uuid4().hex[:10]}"]["ledger"]
+    try:
+        await collection.insert_many(
+            [
+                {"_id": "held-1", "leaseOwner": "t1", "status": "processing"},
+                {"_id": "held-2", "leaseOwner": "t2", "status": "processing"},
+                # Our lease expired and another worker holds the key now.
+                {"_id": "taken", "leaseOwner": "someone-else", "status": "processing"},
+            ]
+        )
+        batcher = FinishBatcher(lambda: collection)
+
+        def mark(key: str, token: str) -> Finish:
+            fields = {"status": "processed", "leaseOwner": None, "finishedBy": token}
+            return Finish(key, token, fields)
+
+        outcomes = await asyncio.gather(
+            batcher.submit(mark("held-1", "t1")),
+            batcher.submit(mark("taken", "t3")),
+            batcher.submit(mark("held-2", "t2")),
+            batcher.submit(mark("gone", "t4")),  # expired by the TTL meanwhile
+        )
+        assert outcomes == [True, False, True, False]
+        taken = await collection.find_one({"_id": "taken"})
+        assert taken is not None and taken["status"] == "processing"  # untouched
+
+        # All held: one bulk write answers without reading anything back.
+        await collection.insert_one({"_id": "held-3", "leaseOwner": "t5", "status": "processing"})
+        assert await batcher.submit(mark("held-3", "t5")) is True
+    finally:
+        await client.close()

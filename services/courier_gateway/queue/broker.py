@@ -49,7 +49,7 @@ async def ensure_consumer_group(redis: Redis, stream: str) -> None:
             raise
 
 
-class StreamAcks(GroupCommit[tuple[str, str]]):
+class StreamAcks(GroupCommit[tuple[str, str], None]):
     """``XACK`` of concurrent jobs' entries, one command per stream and batch."""
 
     def __init__(self, redis: Redis) -> None:

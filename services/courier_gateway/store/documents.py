@@ -60,6 +60,8 @@ class ProcessedEvent(Document):
     leaseUntilMs: int = 0  # noqa: N815
     appliedAt: datetime | None = None  # noqa: N815
     processedAt: datetime | None = None  # noqa: N815
+    #: The lease token of the attempt that wrote the terminal status.
+    finishedBy: str | None = None  # noqa: N815
     attempts: list[AttemptRecord] = Field(default_factory=list)
     createdAt: datetime  # noqa: N815
 

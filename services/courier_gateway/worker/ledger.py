@@ -23,7 +23,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
 from courier_gateway.store import ProcessedEvent
-from courier_gateway.worker.batching import InsertBatcher
+from courier_gateway.worker.batching import Finish, FinishBatcher, InsertBatcher
 
 __all__ = ["Busy", "Claimed", "Duplicate", "Ledger"]
 
@@ -63,6 +63,7 @@ class Ledger:
         self._lease_ms = int(lease_seconds * 1000)
         # Claims of concurrent jobs share one insert round trip (see batching.py).
         self._claims = InsertBatcher(lambda: self.collection)
+        self._finishes = FinishBatcher(lambda: self.collection)
 
     @property
     def collection(self) -> AsyncCollection[dict[str, Any]]:
@@ -154,16 +155,14 @@ class Ledger:
         self, *, key: str, token: str | None, status: str, attempts: list[dict[str, Any]]
     ) -> bool:
         """Mark the key ``processed`` or ``dead_lettered``; False if the lease was lost."""
-        query: dict[str, Any] = {"_id": key}
-        if token is not None:
-            query["leaseOwner"] = token
         update: dict[str, Any] = {
             "status": status,
             "leaseOwner": None,
             "leaseUntilMs": 0,
+            "finishedBy": token,
             "attempts": attempts,
         }
         if status == "processed":
             update["processedAt"] = now()
-        result = await self.collection.update_one(query, {"$set": update})
-        return result.matched_count == 1
+        # Shared with the marks of concurrent jobs: one bulk write (see batching.py).
+        return await self._finishes.submit(Finish(key, token, update))
