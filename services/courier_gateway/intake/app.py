@@ -44,6 +44,7 @@ from courier_gateway.observability import (
     shutdown_tracing,
 )
 from courier_gateway.observability.metrics import INTAKE_REQUESTS, declare_build, prime_intake
+from courier_gateway.process import settle_garbage_collector
 from courier_gateway.queue import IntakeWriter
 from courier_gateway.queue.broker import ensure_consumer_group
 
@@ -164,6 +165,7 @@ def create_app(settings: Settings, *, name: str | None = None) -> App:
         await state.probe()
         state.start_background()
         app.ctx.state = state
+        settle_garbage_collector()
         log.info(
             "ingress started",
             extra={

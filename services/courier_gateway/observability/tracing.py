@@ -12,6 +12,7 @@ When off, :func:`span` does no OpenTelemetry work at all: it only mints a span i
 from __future__ import annotations
 
 import os
+import random
 import re
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -101,6 +102,20 @@ def _parse(traceparent: str | None) -> tuple[str, str, bool] | None:
     return match.group(1), match.group(2), int(match.group(3), 16) & 1 == 1
 
 
+# Ids need to be unique and random, not secret (W3C trace context): a generator seeded from the
+# OS once per process costs far less than a getrandom system call per request.
+_ids = random.Random()  # noqa: S311
+os.register_at_fork(after_in_child=_ids.seed)  # a forked child must not repeat its parent's ids
+
+
+def _new_trace_id() -> str:
+    return f"{_ids.getrandbits(128) or 1:032x}"
+
+
+def _new_span_id() -> str:
+    return f"{_ids.getrandbits(64) or 1:016x}"
+
+
 class _Untraced:
     """The span stand-in when tracing is off: no OpenTelemetry work, just fresh ids."""
 
@@ -129,10 +144,10 @@ def span(
     """
     if _state["tracer"] is None:
         if isinstance(parent, SpanHandle):
-            return _Untraced(SpanHandle(parent.trace_id, os.urandom(8).hex(), parent.sampled))
+            return _Untraced(SpanHandle(parent.trace_id, _new_span_id(), parent.sampled))
         parsed = _parse(parent)
-        trace_id, sampled = (parsed[0], parsed[2]) if parsed else (os.urandom(16).hex(), True)
-        return _Untraced(SpanHandle(trace_id, os.urandom(8).hex(), sampled))
+        trace_id, sampled = (parsed[0], parsed[2]) if parsed else (_new_trace_id(), True)
+        return _Untraced(SpanHandle(trace_id, _new_span_id(), sampled))
     text = parent.traceparent if isinstance(parent, SpanHandle) else parent
     return _traced(name, text, kind, attributes)
 

@@ -35,6 +35,7 @@ from courier_gateway.observability.worker_metrics import (
     WORKER_UP,
     prime_worker,
 )
+from courier_gateway.process import settle_garbage_collector
 from courier_gateway.queue import PROCESS_EVENT_TASK
 from courier_gateway.queue.broker import CONSUMER_GROUP, CourierStreamBroker, make_broker
 from courier_gateway.queue.maintenance import (
@@ -179,6 +180,7 @@ class WorkerProcess:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.finish.set)
+        settle_garbage_collector()
 
     async def consume(self) -> None:
         """Consume until SIGTERM, then drain in-flight jobs within the drain timeout."""
