@@ -22,6 +22,21 @@ from tests.support.servers import RedisServer
 pytestmark = pytest.mark.timeout(60)
 
 
+async def run_cleanup(kube_api: Any, tmp_path: Path, *, wait_seconds: int) -> tuple[int, str]:
+    """Run ``courier-gateway cleanup`` as a process against the emulated API."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "courier_gateway", "cleanup", "--timeout", str(wait_seconds),
+        env={
+            "PATH": os.environ["PATH"],
+            "KUBECONFIG": str(kubeconfig(tmp_path / "kubeconfig", str(kube_api.url))),
+        },
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, stderr = await asyncio.wait_for(process.communicate(), timeout=wait_seconds + 20)
+    assert process.returncode is not None
+    return process.returncode, stderr.decode()
+
+
 async def _finalized(kubectl: KubeClient, resource: Any, name: str) -> bool:
     live = await kubectl.get(resource, NAMESPACE, name)
     return FINALIZER in ((live or {}).get("metadata", {}).get("finalizers") or [])
@@ -37,17 +52,9 @@ async def test_cleanup_deletes_everything_and_waits_for_the_operator(
     await eventually(lambda: _finalized(kubectl, COURIER_GATEWAYS, "doomed"))
     await eventually(lambda: _finalized(kubectl, REPLAY_REQUESTS, "doomed-replay"))
 
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "courier_gateway", "cleanup", "--timeout", "20",
-        env={
-            "PATH": os.environ["PATH"],
-            "KUBECONFIG": str(kubeconfig(tmp_path / "kubeconfig", str(kube_api.url))),
-        },
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    _, stderr = await asyncio.wait_for(process.communicate(), timeout=40)
+    code, stderr = await run_cleanup(kube_api, tmp_path, wait_seconds=20)
 
-    assert process.returncode == 0, stderr.decode()
+    assert code == 0, stderr
     assert await kubectl.get(COURIER_GATEWAYS, NAMESPACE, "doomed") is None
     assert await kubectl.get(REPLAY_REQUESTS, NAMESPACE, "doomed-replay") is None
 
@@ -61,15 +68,7 @@ async def test_cleanup_without_an_operator_reports_what_is_left(
         COURIER_GATEWAYS, NAMESPACE, "stuck", {"metadata": {"finalizers": [FINALIZER]}}
     )
     assert gateway["metadata"]["name"] == "stuck"
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "courier_gateway", "cleanup", "--timeout", "1",
-        env={
-            "PATH": os.environ["PATH"],
-            "KUBECONFIG": str(kubeconfig(tmp_path / "kubeconfig", str(kube_api.url))),
-        },
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
-    assert process.returncode == 1
-    assert "still terminating: is the operator running?" in stderr.decode()
-    assert "CourierGateway couriers/stuck" in stderr.decode()
+    code, stderr = await run_cleanup(kube_api, tmp_path, wait_seconds=1)
+    assert code == 1
+    assert "still terminating: is the operator running?" in stderr
+    assert "CourierGateway couriers/stuck" in stderr
