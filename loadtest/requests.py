@@ -32,6 +32,8 @@ import orjson
 
 from courier_gateway.config.sources import DEFAULT_SOURCE, Scheme, decode_secret
 from courier_gateway.signatures import sign
+from courier_gateway.worker.shipments import FINAL_STATUSES
+from courier_gateway.worker.shipments import STATUSES as WORKER_STATUSES
 
 __all__ = [
     "Generated",
@@ -42,17 +44,9 @@ __all__ = [
     "raw_request",
 ]
 
-#: Statuses used by the generator: none is final, so no event is an invalid transition.
-STATUSES = (
-    "label_created",
-    "picked_up",
-    "in_transit",
-    "at_hub",
-    "customs_hold",
-    "out_for_delivery",
-    "delivery_failed",
-    "on_hold",
-)
+#: Statuses used by the generator: the worker's, without the final ones, so no event is an
+#: invalid transition.
+STATUSES = tuple(sorted(WORKER_STATUSES - FINAL_STATUSES))
 _CHUNK = 4000
 _OTHER_BYTES = re.compile(r"[^\x20-\x7e]")
 #: Start of the generated timeline; events follow it in minutes.

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,15 @@ import psutil
 import yaml
 
 from courier_gateway.config.sources import DEFAULT_SOURCE, Scheme
-from courier_gateway.devstack.processes import Child, free_port, start_child, wait_until
+from courier_gateway.devstack.processes import (
+    Child,
+    free_port,
+    redis_command,
+    start_child,
+    store_command,
+    tcp_open,
+    wait_until,
+)
 from loadtest.bare_app import command as bare_command
 from loadtest.requests import SourceSpec
 
@@ -58,12 +65,6 @@ _ENV_KEEP = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV")
 
 class StackError(RuntimeError):
     """A part of the stack did not start; the message names it and its log."""
-
-
-def _tcp_open(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.settimeout(0.2)
-        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _http_ok(url: str) -> bool:
@@ -415,25 +416,8 @@ class LocalStack:
             raise StackError("redis-server not found: apt-get install redis-server")
         data = self.directory / "redis"
         data.mkdir()
-        child = self._start(
-            "redis",
-            [
-                binary,
-                "--port",
-                str(self.redis_port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(data),
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "everysec",
-                "--save",
-                "",
-            ],
-        )
-        if not wait_until(lambda: _tcp_open(self.redis_port), timeout=_START_TIMEOUT, child=child):
+        child = self._start("redis", redis_command(binary, self.redis_port, data, append_only=True))
+        if not wait_until(lambda: tcp_open(self.redis_port), timeout=_START_TIMEOUT, child=child):
             raise StackError(f"redis-server did not start:\n{_tail(self.log('redis'))}")
 
     def _start_store(self) -> None:
@@ -444,19 +428,15 @@ class LocalStack:
         data.mkdir()
         child = self._start(
             "store",
-            [
+            store_command(
                 binary,
-                "--data-dir",
-                str(data),
-                "-p",
-                str(self.store_port),
-                "--log-file",
-                str(self.directory / "store-server.log"),
-                "--pid-file",
-                str(self.directory / "store.pid"),
-            ],
+                self.store_port,
+                data,
+                log_file=self.directory / "store-server.log",
+                pid_file=self.directory / "store.pid",
+            ),
         )
-        if not wait_until(lambda: _tcp_open(self.store_port), timeout=_START_TIMEOUT, child=child):
+        if not wait_until(lambda: tcp_open(self.store_port), timeout=_START_TIMEOUT, child=child):
             raise StackError(f"nx-27017 did not start:\n{_tail(self.log('store'))}")
 
     def _start_ingress(self) -> None:

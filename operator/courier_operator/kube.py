@@ -138,7 +138,7 @@ class KubeClient:
     def _headers(self, content_type: str | None = None) -> dict[str, str]:
         # In a pod, the service account token is short-lived and renewed by the kubelet in place.
         now = time.monotonic()
-        if _SERVICE_ACCOUNT_TOKEN.exists() and now - self._token_read_at > 60:
+        if now - self._token_read_at > 60 and _SERVICE_ACCOUNT_TOKEN.exists():
             self._token = _SERVICE_ACCOUNT_TOKEN.read_text().strip()
             self._token_read_at = now
         headers = {"accept": "application/json"}

@@ -38,14 +38,24 @@ class GroupCommit(ABC, Generic[T, R]):
     async def write(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         """Write the items and resolve every future that is not done yet."""
 
-    def take(self) -> list[tuple[T, asyncio.Future[R]]]:
-        """The next batch (override to keep some items for a later one)."""
-        batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
-        return batch
+    def batch_key(self, item: T) -> object | None:
+        """What must be unique within one batch (None: nothing). A second item with the key
+        of an earlier one waits for the next batch, so it sees the first one's write."""
+        return None
 
-    def keep_for_later(self, items: list[tuple[T, asyncio.Future[R]]]) -> None:
-        """Put items back at the front of the queue (used by :meth:`take` overrides)."""
-        self._pending[:0] = items
+    def _take(self) -> list[tuple[T, asyncio.Future[R]]]:
+        batch: list[tuple[T, asyncio.Future[R]]] = []
+        later: list[tuple[T, asyncio.Future[R]]] = []
+        keys: set[object] = set()
+        for entry in self._pending:
+            key = self.batch_key(entry[0])
+            if len(batch) >= self._max_batch or (key is not None and key in keys):
+                later.append(entry)
+            else:
+                batch.append(entry)
+                keys.add(key)
+        self._pending = later
+        return batch
 
     def _kick(self) -> None:
         if self._scheduled or self._running is not None:
@@ -61,7 +71,7 @@ class GroupCommit(ABC, Generic[T, R]):
     async def _drain(self) -> None:
         try:
             while self._pending:
-                batch = [(item, f) for item, f in self.take() if not f.done()]
+                batch = [(item, f) for item, f in self._take() if not f.done()]
                 if not batch:
                     continue
                 try:

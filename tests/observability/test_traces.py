@@ -22,7 +22,7 @@ import threading
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -34,7 +34,14 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tests.conftest import StartGateway
 from tests.support.downstream import Downstream
-from tests.support.servers import RedisServer, StoreServer, wait_for
+from tests.support.servers import (
+    QuietHandler,
+    RedisServer,
+    StoreServer,
+    serve_http,
+    stop_http,
+    wait_for,
+)
 from tests.support.signing import event, signed
 from tests.support.stack import SECRET, StackEnv
 
@@ -76,8 +83,8 @@ class OtlpReceiver:
     def start(self) -> OtlpReceiver:
         owner = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
+        class Handler(QuietHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
                 encoding = (self.headers.get("content-encoding") or "").lower()
                 with owner.lock:
@@ -99,12 +106,7 @@ class OtlpReceiver:
                 self.end_headers()
                 self.wfile.write(answer)
 
-            def log_message(self, *args: object) -> None:
-                return
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = serve_http(Handler)
         return self
 
     def record(self, request: ExportTraceServiceRequest) -> None:
@@ -138,9 +140,7 @@ class OtlpReceiver:
         return by_name
 
     def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+        stop_http(self.server)
 
 
 @pytest.fixture

@@ -12,8 +12,10 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
+
+from tests.support.servers import QuietHandler, serve_http, stop_http
 
 __all__ = ["SIGNING_SECRET", "Downstream", "Received"]
 
@@ -49,8 +51,8 @@ class Downstream:
     def start(self) -> Downstream:
         owner = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
+        class Handler(QuietHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 length = int(self.headers.get("content-length", "0"))
                 body = json.loads(self.rfile.read(length))
                 received = Received(
@@ -70,12 +72,7 @@ class Downstream:
                 self.send_header("content-length", "0")
                 self.end_headers()
 
-            def log_message(self, *args: object) -> None:
-                return
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = serve_http(Handler)
         return self
 
     def env(self) -> dict[str, str]:
@@ -83,9 +80,7 @@ class Downstream:
         return {"DOWNSTREAM_URL": self.url, "DOWNSTREAM_SIGNING_SECRET": SIGNING_SECRET}
 
     def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+        stop_http(self.server)
 
     def keys(self) -> dict[str, int]:
         with self.lock:

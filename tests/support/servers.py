@@ -9,25 +9,58 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import redis
 
-from courier_gateway.devstack.processes import Child, free_port, start_child, wait_until
+from courier_gateway.devstack.processes import (
+    Child,
+    free_port,
+    redis_command,
+    start_child,
+    store_command,
+    tcp_open,
+    wait_until,
+)
 
-__all__ = ["GatewayProcess", "RedisServer", "StoreServer", "start_gateway"]
+__all__ = [
+    "GatewayProcess",
+    "QuietHandler",
+    "RedisServer",
+    "StoreServer",
+    "serve_http",
+    "start_gateway",
+    "stop_http",
+]
 
 
-def _tcp_open(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.settimeout(0.2)
-        return probe.connect_ex(("127.0.0.1", port)) == 0
+class QuietHandler(BaseHTTPRequestHandler):
+    """A request handler that keeps the test output clean (no access log lines)."""
+
+    def log_message(self, *args: object) -> None:
+        return
+
+
+def serve_http(handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
+    """A threaded HTTP server on a free loopback port, serving in the background."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def stop_http(server: ThreadingHTTPServer | None) -> None:
+    """Stop a server from :func:`serve_http` (nothing when it never started)."""
+    if server is not None:
+        server.shutdown()
+        server.server_close()
 
 
 @dataclass
@@ -50,22 +83,10 @@ class RedisServer:
         assert binary, "redis-server is not installed (make test installs it)"
         self.child = start_child(
             "redis",
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.directory),
-            ],
+            redis_command(binary, self.port, self.directory, append_only=False),
             log_file=self.directory / "redis.log",
         )
-        assert wait_until(lambda: _tcp_open(self.port), timeout=10, child=self.child)
+        assert wait_until(lambda: tcp_open(self.port), timeout=10, child=self.child)
 
     def stop(self) -> None:
         if self.child is not None:
@@ -90,25 +111,20 @@ class StoreServer:
         if self.external:
             return
         binary = shutil.which("nx-27017") or str(Path(sys.executable).parent / "nx-27017")
-        # One SQLite file per database: with a single --db file nx-27017 shares collections
-        # across database names, and each test uses its own database.
+        # Each test uses its own database: one SQLite file each (see store_command).
         (self.directory / "data").mkdir(exist_ok=True)
         self.child = start_child(
             "store",
-            [
+            store_command(
                 binary,
-                "--data-dir",
-                str(self.directory / "data"),
-                "-p",
-                str(self.port),
-                "--log-file",
-                str(self.directory / "store.log"),
-                "--pid-file",
-                str(self.directory / "store.pid"),
-            ],
+                self.port,
+                self.directory / "data",
+                log_file=self.directory / "store.log",
+                pid_file=self.directory / "store.pid",
+            ),
             log_file=self.directory / "store.out",
         )
-        assert wait_until(lambda: _tcp_open(self.port), timeout=30, child=self.child)
+        assert wait_until(lambda: tcp_open(self.port), timeout=30, child=self.child)
 
     def stop(self) -> None:
         if self.child is not None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import base64
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from courier_operator.gateway.spec import SourceSpec
@@ -180,7 +180,7 @@ def plan_keys(
     expires = _parse(annotations.get(PREVIOUS_EXPIRES))
     if previous and expires is None:
         # Missing or garbled (edited by hand): keep the key a full overlap rather than drop it.
-        repaired = iso(now + _overlap(source), precise=True)
+        repaired = iso(now + source.rotation.overlap_delta, precise=True)
         changes.append(
             KeyChange(
                 None,
@@ -201,9 +201,8 @@ def plan_keys(
                 f"source {source.name}: previous key {previous} removed after the overlap",
             )
         )
-        data.pop(previous, None)
-        annotations.pop(PREVIOUS, None)
-        annotations.pop(PREVIOUS_EXPIRES, None)
+        _merge(data, {previous: None})
+        _merge(annotations, patch_annotations)
 
     active = annotations.get(ACTIVE)
     rotated = _parse(annotations.get(ROTATED_AT))
@@ -227,7 +226,8 @@ def plan_keys(
             if annotations.get(PREVIOUS):
                 new_data[annotations[PREVIOUS]] = None
             new_annotations[PREVIOUS] = active
-            new_annotations[PREVIOUS_EXPIRES] = iso(now + _overlap(source), precise=True)
+            expiry = now + source.rotation.overlap_delta
+            new_annotations[PREVIOUS_EXPIRES] = iso(expiry, precise=True)
         why = "requested by annotation" if manual else "interval elapsed" if due else "key lost"
         changes.append(
             KeyChange(
@@ -238,18 +238,15 @@ def plan_keys(
                 f" previous key {active} valid until {new_annotations.get(PREVIOUS_EXPIRES)}",
             )
         )
-        for key, value in new_annotations.items():
-            if value is None:
-                annotations.pop(key, None)
-            else:
-                annotations[key] = value
-        data.update({key: value for key, value in new_data.items() if value is not None})
-        for key, value in new_data.items():
-            if value is None:
-                data.pop(key, None)
+        _merge(annotations, new_annotations)
+        _merge(data, new_data)
     return _status(source, secret["metadata"]["name"], annotations, data), changes
 
 
-def _overlap(source: SourceSpec) -> timedelta:
-    # A manual rotation of a source without automatic rotation still keeps the old key a while.
-    return source.rotation.overlap_delta
+def _merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
+    """Apply a flat merge patch to the local copy, as the API server applies it to the Secret."""
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        else:
+            target[key] = value

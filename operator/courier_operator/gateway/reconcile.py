@@ -84,8 +84,7 @@ async def reconcile(
         observed = _Observed()
         await _check_connection_secrets(ctx, gateway, spec, observed)
         await _sync_keys(ctx, gateway, spec, observed, now)
-        for desired in (sources_configmap(gateway, spec),):
-            await ensure(ctx.client, CONFIGMAPS, desired)
+        await ensure(ctx.client, CONFIGMAPS, sources_configmap(gateway, spec))
         await ensure(ctx.client, SERVICES, service(gateway, spec))
         for component in ("ingress", "worker"):
             await ensure(
@@ -376,13 +375,10 @@ def _signing_status(keys: list[KeyStatus]) -> dict[str, Any]:
     signing: dict[str, Any] = {"sources": [key.as_status() for key in keys]}
     if keys:
         # The columns show the first source; the list has every source.
-        first = keys[0].as_status()
-        for field_name, status_name in (
-            ("activeKeyId", "activeKeyId"),
-            ("previousKeyExpiresAt", "previousKeyExpiresAt"),
-        ):
-            if field_name in first:
-                signing[status_name] = first[field_name]
+        first = signing["sources"][0]
+        for name in ("activeKeyId", "previousKeyExpiresAt"):
+            if name in first:
+                signing[name] = first[name]
         rotations = [key.last_rotation for key in keys if key.last_rotation]
         if rotations:
             signing["lastRotationTime"] = iso(max(rotations))

@@ -73,8 +73,8 @@ async def _advance(
                 summary={}, now=now,
             )  # fmt: skip
         created = await _create_job(ctx, request, status)
-        if isinstance(created, str):  # refused: the status to write
-            return _rejected(ctx, request, status, *created.split(":", 1))
+        if isinstance(created, tuple):  # refused: (reason, message)
+            return _rejected(ctx, request, status, *created)
         job = created
     # From here on the Job is followed whatever happens to the gateway: the replay runs anyway.
     phase, message = job_phase(job)
@@ -100,23 +100,23 @@ async def _advance(
 
 async def _create_job(
     ctx: OperatorContext, request: dict[str, Any], status: dict[str, Any]
-) -> dict[str, Any] | str:
-    """Validate the request and its gateway, then create the Job; or "Reason:message"."""
+) -> dict[str, Any] | tuple[str, str]:
+    """Validate the request and its gateway, then create the Job; or (reason, message)."""
     namespace = request["metadata"]["namespace"]
     try:
         spec = parse_replay_spec(request.get("spec"))
     except InvalidRequestError as error:
-        return f"InvalidSpec:{error}"
+        return "InvalidSpec", str(error)
     gateway = await ctx.client.get(COURIER_GATEWAYS, namespace, spec.gatewayRef.name)
     if gateway is None:
         return (
-            f"GatewayNotFound:CourierGateway {spec.gatewayRef.name} not found"
-            f" in namespace {namespace}"
+            "GatewayNotFound",
+            f"CourierGateway {spec.gatewayRef.name} not found in namespace {namespace}",
         )
     try:
         gateway_spec = parse_gateway_spec(gateway.get("spec"))
     except InvalidSpecError as error:
-        return f"GatewayInvalid:CourierGateway {spec.gatewayRef.name} is invalid: {error}"
+        return "GatewayInvalid", f"CourierGateway {spec.gatewayRef.name} is invalid: {error}"
     name = job_name(request)
     try:
         job = await ctx.client.create(

@@ -20,7 +20,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-__all__ = ["Child", "free_port", "port_is_free", "start_child", "wait_until"]
+__all__ = [
+    "Child",
+    "free_port",
+    "port_is_free",
+    "redis_command",
+    "start_child",
+    "store_command",
+    "tcp_open",
+    "wait_until",
+]
 
 log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
@@ -108,3 +117,46 @@ def wait_until(check: Callable[[], bool], *, timeout: float, child: Child | None
             return False
         time.sleep(0.1)
     return False
+
+
+def tcp_open(port: int) -> bool:
+    """Whether something accepts connections on ``127.0.0.1:port``."""
+    with socket.socket() as probe:
+        probe.settimeout(0.2)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def redis_command(binary: str, port: int, directory: Path, *, append_only: bool) -> list[str]:
+    """A private ``redis-server`` on loopback: no snapshots; AOF (fsync every second) or none."""
+    persistence = ["--appendonly", "yes", "--appendfsync", "everysec"]
+    return [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(directory),
+        *(persistence if append_only else ["--appendonly", "no"]),
+        "--save",
+        "",
+    ]
+
+
+def store_command(
+    binary: str, port: int, data_dir: Path, *, log_file: Path, pid_file: Path
+) -> list[str]:
+    """nx-27017 with one SQLite file per database (a single ``--db`` file would share
+    collections across database names), and its own log and pid files (their defaults are
+    shared paths in /tmp)."""
+    return [
+        binary,
+        "--data-dir",
+        str(data_dir),
+        "-p",
+        str(port),
+        "--log-file",
+        str(log_file),
+        "--pid-file",
+        str(pid_file),
+    ]

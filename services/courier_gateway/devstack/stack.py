@@ -6,7 +6,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import sys
 import threading
 from pathlib import Path
@@ -22,19 +21,16 @@ from courier_gateway.devstack.processes import (
     Child,
     free_port,
     port_is_free,
+    redis_command,
     start_child,
+    store_command,
+    tcp_open,
     wait_until,
 )
 
 __all__ = ["run"]
 
 _START_TIMEOUT = 60.0
-
-
-def _tcp_open(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.settimeout(0.2)
-        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _dev_secret(data_dir: Path) -> str:
@@ -64,25 +60,11 @@ def _start_redis(data_dir: Path, children: list[Child]) -> str:
     redis_dir.mkdir(exist_ok=True)
     child = start_child(
         "redis",
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(redis_dir),
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "everysec",
-            "--save",
-            "",
-        ],
+        redis_command(binary, port, redis_dir, append_only=True),
         log_file=data_dir / "redis.log",
     )
     children.append(child)
-    if not wait_until(lambda: _tcp_open(port), timeout=_START_TIMEOUT, child=child):
+    if not wait_until(lambda: tcp_open(port), timeout=_START_TIMEOUT, child=child):
         raise ConfigError(f"redis-server did not start; see {data_dir / 'redis.log'}")
     return f"redis://127.0.0.1:{port}/0"
 
@@ -93,26 +75,21 @@ def _start_store(data_dir: Path, children: list[Child]) -> str:
         "install the embedded store (pip install 'courier-gateway[embedded]') or set MONGO_URI",
     )
     port = free_port()
-    # One SQLite file per database (a single --db file would share collections across names).
     store_dir = data_dir / "store"
     store_dir.mkdir(exist_ok=True)
     child = start_child(
         "store",
-        [
+        store_command(
             binary,
-            "--data-dir",
-            str(store_dir),
-            "-p",
-            str(port),
-            "--log-file",
-            str(data_dir / "store.log"),
-            "--pid-file",
-            str(data_dir / "store.pid"),
-        ],
+            port,
+            store_dir,
+            log_file=data_dir / "store.log",
+            pid_file=data_dir / "store.pid",
+        ),
         log_file=data_dir / "store.out",
     )
     children.append(child)
-    if not wait_until(lambda: _tcp_open(port), timeout=_START_TIMEOUT, child=child):
+    if not wait_until(lambda: tcp_open(port), timeout=_START_TIMEOUT, child=child):
         raise ConfigError(f"the embedded store did not start; see {data_dir / 'store.log'}")
     return f"mongodb://127.0.0.1:{port}/"
 

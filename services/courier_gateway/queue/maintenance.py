@@ -17,7 +17,7 @@ import logging
 from redis.asyncio import Redis
 
 from courier_gateway.observability.worker_metrics import QUEUE_LAG, RETRIES_PENDING
-from courier_gateway.queue.state import QueueState, read_queue_state
+from courier_gateway.queue.state import read_queue_state
 
 __all__ = ["publish_queue_state", "remove_gone_consumers", "trim_acknowledged"]
 
@@ -76,10 +76,9 @@ async def remove_gone_consumers(
     return removed
 
 
-async def publish_queue_state(redis: Redis, stream: str) -> QueueState:
+async def publish_queue_state(redis: Redis, stream: str) -> None:
     """Export the queue lag (undelivered and pending entries) and the retries waiting."""
     state = await read_queue_state(redis, stream)
     QUEUE_LAG.labels("undelivered").set(state.undelivered)
     QUEUE_LAG.labels("pending").set(state.pending)
     RETRIES_PENDING.set(state.retries_scheduled)
-    return state

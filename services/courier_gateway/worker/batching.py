@@ -41,19 +41,9 @@ class InsertBatcher(GroupCommit[dict[str, Any], None]):
         """Insert ``document``; raise ``DuplicateKeyError`` if its ``_id`` exists."""
         await self.submit(document)
 
-    def take(self) -> list[Item]:
-        """A second copy of one ``_id`` waits for the next batch, so that it gets a plain
-        duplicate-key answer once the first is written."""
-        batch = super().take()
-        first: list[Item] = []
-        later: list[Item] = []
-        ids: set[Any] = set()
-        for item in batch:
-            key = item[0].get("_id")
-            (later if key in ids else first).append(item)
-            ids.add(key)
-        self.keep_for_later(later)
-        return first
+    def batch_key(self, item: dict[str, Any]) -> object | None:
+        """A second copy of one ``_id`` gets a plain duplicate-key answer in the next batch."""
+        return item.get("_id")
 
     async def write(self, batch: list[Item]) -> None:
         """One unordered ``insert_many``; per-document errors go to their callers."""
@@ -103,17 +93,9 @@ class FinishBatcher(GroupCommit[Finish, bool]):
         super().__init__(max_batch=max_batch)
         self._collection = collection
 
-    def take(self) -> list[tuple[Finish, asyncio.Future[bool]]]:
-        """One mark per record and batch (a second one waits for the next batch)."""
-        batch = super().take()
-        first: list[tuple[Finish, asyncio.Future[bool]]] = []
-        later: list[tuple[Finish, asyncio.Future[bool]]] = []
-        keys: set[str] = set()
-        for item in batch:
-            (later if item[0].key in keys else first).append(item)
-            keys.add(item[0].key)
-        self.keep_for_later(later)
-        return first
+    def batch_key(self, item: Finish) -> object | None:
+        """One mark per record and batch."""
+        return item.key
 
     async def write(self, batch: list[tuple[Finish, asyncio.Future[bool]]]) -> None:
         """Apply every mark; resolve each with whether it matched."""
