@@ -126,9 +126,11 @@ def tcp_open(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-def redis_command(binary: str, port: int, directory: Path, *, append_only: bool) -> list[str]:
-    """A private ``redis-server`` on loopback: no snapshots; AOF (fsync every second) or none."""
-    persistence = ["--appendonly", "yes", "--appendfsync", "everysec"]
+def redis_command(
+    binary: str, port: int, directory: Path, *, append_only: bool, fsync: str = "everysec"
+) -> list[str]:
+    """A private ``redis-server`` on loopback: no snapshots; AOF (fsync ``fsync``) or none."""
+    persistence = ["--appendonly", "yes", "--appendfsync", fsync]
     return [
         binary,
         "--port",

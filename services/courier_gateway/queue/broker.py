@@ -44,6 +44,7 @@ from courier_gateway.group_commit import GroupCommit
 
 __all__ = [
     "CONSUMER_GROUP",
+    "HEALTH_CHECK_SECONDS",
     "CourierStreamBroker",
     "ensure_consumer_group",
     "is_missing_group",
@@ -53,6 +54,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CONSUMER_GROUP = "courier-workers"
+HEALTH_CHECK_SECONDS = 5
 
 
 async def ensure_consumer_group(redis: Redis, stream: str) -> None:
@@ -256,4 +258,7 @@ def make_broker(settings: Settings, link: Dependency | None = None) -> CourierSt
         max_connection_pool_size=settings.worker_concurrency + 10,
         socket_timeout=max(5.0, settings.worker_idle_timeout_ms / 1000),
         socket_connect_timeout=5.0,
+        # A pooled connection idle this long is PINGed before use: after a Redis restart the
+        # stale ones are replaced quietly instead of failing one command each.
+        health_check_interval=HEALTH_CHECK_SECONDS,
     )

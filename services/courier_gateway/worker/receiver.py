@@ -24,7 +24,7 @@ from typing import Any
 from taskiq import AckableMessage
 from taskiq.receiver import Receiver
 
-__all__ = ["CourierReceiver", "LeaveUnacknowledgedError", "quiet_taskiq_logs"]
+__all__ = ["CourierReceiver", "LeaveUnacknowledgedError", "quiet_library_logs"]
 
 log = logging.getLogger("courier_gateway.worker")
 
@@ -91,14 +91,16 @@ class _DuplicateJobLines(logging.Filter):
         return not (exc_info and isinstance(exc_info[1], self._handled))
 
 
-def quiet_taskiq_logs(handled: tuple[type[BaseException], ...]) -> None:
-    """Keep taskiq's receiver to warnings, minus its duplicate of our per-job failure lines.
+def quiet_library_logs(handled: tuple[type[BaseException], ...]) -> None:
+    """Keep taskiq's receiver and httpx to warnings, minus taskiq's duplicate failure lines.
 
     taskiq logs every job at INFO ("Executing task …") and every failure at ERROR with a
     traceback ("Exception found while executing function."): one more line per job and a
-    traceback per expected outcome (a retry, a deferral, a dead letter). The worker writes one
-    line per job attempt itself, with a traceback only for an unexpected error.
+    traceback per expected outcome (a retry, a deferral, a dead letter); httpx logs every
+    downstream request at INFO. The worker writes one line per job attempt itself, with a
+    traceback only for an unexpected error.
     """
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     logger = logging.getLogger(_TASKIQ_RECEIVER)
     logger.setLevel(logging.WARNING)
     for existing in [f for f in logger.filters if isinstance(f, _DuplicateJobLines)]:

@@ -43,7 +43,12 @@ from courier_gateway.observability.worker_metrics import (
 )
 from courier_gateway.process import settle_garbage_collector
 from courier_gateway.queue import PROCESS_EVENT_TASK
-from courier_gateway.queue.broker import CONSUMER_GROUP, CourierStreamBroker, make_broker
+from courier_gateway.queue.broker import (
+    CONSUMER_GROUP,
+    HEALTH_CHECK_SECONDS,
+    CourierStreamBroker,
+    make_broker,
+)
 from courier_gateway.queue.maintenance import (
     publish_queue_state,
     remove_gone_consumers,
@@ -57,7 +62,7 @@ from courier_gateway.worker.downstream import Downstream
 from courier_gateway.worker.leases import LeaseLostError, Leases
 from courier_gateway.worker.ledger import Ledger
 from courier_gateway.worker.pipeline import AttemptFailedError, Pipeline, task_function
-from courier_gateway.worker.receiver import CourierReceiver, quiet_taskiq_logs
+from courier_gateway.worker.receiver import CourierReceiver, quiet_library_logs
 from courier_gateway.worker.retries import RetryMiddleware, RetryPolicy
 from courier_gateway.worker.shipments import Shipments
 from courier_gateway.worker.status_server import Status, StatusServer
@@ -122,7 +127,12 @@ class WorkerProcess:
         self.lease_seconds = settings.worker_idle_timeout_ms / 1000
         self.redis_link = Dependency("redis", REDIS_UNAVAILABLE)
         self.store_link = Dependency("store", STORE_UNAVAILABLE)
-        self.redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        self.redis = Redis.from_url(
+            settings.redis_url,
+            socket_timeout=5,
+            socket_connect_timeout=5,
+            health_check_interval=HEALTH_CHECK_SECONDS,
+        )
         self.schedule = RetrySchedule(self.redis, settings.queue_stream)
         self.finish = asyncio.Event()
         self.status = StatusServer(
@@ -222,7 +232,7 @@ class WorkerProcess:
 
     async def start(self) -> None:
         """Create the consumer group, start the duties, the status endpoint and signal handlers."""
-        quiet_taskiq_logs((AttemptFailedError, LeaseLostError, asyncio.CancelledError))
+        quiet_library_logs((AttemptFailedError, LeaseLostError, asyncio.CancelledError))
         await self.broker.startup()
         redis, store = self.redis_link, self.store_link
         trim_every = self.settings.stream_trim_interval_seconds
