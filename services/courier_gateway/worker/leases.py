@@ -11,11 +11,12 @@ A ledger claim gives a job its event's key for one lease (``WORKER_IDLE_TIMEOUT_
   A job whose key was taken over meanwhile (it was paused or cut off past its lease and another
   worker reclaimed the event) gets :class:`LeaseLostError` and stops: no downstream call, no mark.
   The terminal mark is fenced the same way (it matches only while the job holds the key).
-- **A pause after the fence.** The lease end is wall-clock time, so after the fence answers the
-  job compares it with its own clock; a process that was stopped after the store answered, long
-  enough for most of the new lease to pass, fences again instead of calling.
+- **A pause after the fence.** The lease end is wall-clock time. A process stopped after the store
+  answered, long enough for most of the new lease to pass, fences again instead of calling; one
+  stopped later, before its request is on the wire, finds the send deadline passed and does not
+  send at all (:mod:`~courier_gateway.worker.send_window`).
 
-The fence cannot cover a pause *during* the downstream request itself; that request carries the
+Nothing can take back a request already written when the process is paused; it carries the
 ``Idempotency-Key``, so a downstream that honours it applies it once.
 """
 
@@ -112,10 +113,12 @@ class Leases:
             )
         return int(result.matched_count)
 
-    async def fence(self, key: str, token: str, *, applied: bool = False) -> None:
+    async def fence(self, key: str, token: str, *, applied: bool = False) -> float:
         """Check and extend the job's lease in one round trip; raise if it was taken over.
 
         ``applied``: also record that the store step ran (``appliedAt``), in the same write.
+        Returns the send deadline (epoch seconds): the new lease's end, less a margin for
+        clock skew between workers; a request not written by then must not be sent.
         """
         for _ in range(_FENCE_TRIES):
             until = int(time.time() * 1000) + self.lease_ms
@@ -132,8 +135,9 @@ class Leases:
             holding = self._held.get((key, token))
             if holding is not None:
                 holding.renewed = time.monotonic()
-            if time.time() * 1000 < until - self._margin_ms:
-                return
+            deadline = (until - self._margin_ms) / 1000
+            if time.time() < deadline:
+                return deadline
             # This process was paused after the store answered: the lease may be running out.
             log.info("lease nearly expired after the fence; fencing again", extra={"key": key})
         raise LeaseLostError(key)

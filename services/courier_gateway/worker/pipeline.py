@@ -39,6 +39,7 @@ from courier_gateway.worker.errors import (
 )
 from courier_gateway.worker.leases import LeaseLostError, Leases
 from courier_gateway.worker.ledger import Busy, Duplicate, Ledger, now
+from courier_gateway.worker.send_window import SendWindowClosedError
 from courier_gateway.worker.shipments import Shipments, check_event
 
 __all__ = [
@@ -207,13 +208,21 @@ class Pipeline:
                 attempt.fields["effect"] = await self.shipments.apply(envelope)
         if self.downstream is not None:
             # Still ours? One round trip that also renews the lease and, the first time,
-            # records that the store step ran (a retry skips it). Nothing awaits between this
-            # check and the request.
-            await self.leases.fence(key, token, applied=not claim.applied)
+            # records that the store step ran (a retry skips it). The request must then be on
+            # the wire before the lease it bought runs out.
+            deadline = await self.leases.fence(key, token, applied=not claim.applied)
             with span("POST downstream", parent=job, kind="client") as call:
-                await self.downstream.deliver(
-                    _update(envelope), idempotency_key=key, traceparent=call.traceparent
-                )
+                try:
+                    await self.downstream.deliver(
+                        _update(envelope),
+                        idempotency_key=key,
+                        traceparent=call.traceparent,
+                        deadline=deadline,
+                    )
+                except SendWindowClosedError:
+                    # Paused between the fence and the wire: not sent; whoever holds the key
+                    # now (maybe still us) finishes the event from a redelivery.
+                    raise LeaseLostError(key) from None
         record = attempt_record(
             envelope, started=attempt.started, worker=self.worker_id, outcome="processed"
         )
