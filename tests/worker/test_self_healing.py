@@ -116,6 +116,18 @@ def as_epoch(value: datetime | str) -> float:
     return moment.timestamp()
 
 
+def oldest_deferral(status_url: str) -> float:
+    """The worker's gauge of the oldest deferred event's age (-1: not scraped)."""
+    try:
+        text = httpx.get(f"{status_url}/metrics", timeout=2).text
+    except httpx.HTTPError:
+        return -1.0
+    for line in text.splitlines():
+        if line.startswith("courier_gateway_deferral_oldest_age_seconds "):
+            return float(line.split()[1])
+    return -1.0
+
+
 def dead_downstream() -> dict[str, str]:
     """A downstream that refuses every connection (nothing listens on its port)."""
     return {
@@ -356,6 +368,7 @@ class Deferrals:
     posted: int
     settled: bool
     seconds: float
+    oldest_deferral: list[tuple[float, float]]  # (seconds since posting, gauge value)
     letters: list[dict[str, Any]]
     ledger: Counter[str]
     worker_problems: list[dict[str, Any]]
@@ -374,14 +387,21 @@ def downstream_down_for_good(
         assert all(
             r.status_code == 202 for r in post_events(stack.url, [event() for _ in range(40)])
         )
-        settled = wait_for(
-            lambda: stack.count("dead_letter_events") >= 40, timeout=90, interval=0.3
-        )
+        gauge: list[tuple[float, float]] = []
+
+        def settled_yet() -> bool:
+            gauge.append((time.monotonic() - posted, oldest_deferral(url)))
+            return stack.count("dead_letter_events") >= 40
+
+        settled = wait_for(settled_yet, timeout=90, interval=0.5)
         seconds = time.monotonic() - posted
+        time.sleep(3)  # the gauges refresh every 2 s
+        gauge.append((time.monotonic() - posted, oldest_deferral(url)))
         return Deferrals(
             posted=40,
             settled=settled,
             seconds=seconds,
+            oldest_deferral=gauge,
             letters=stack.find("dead_letter_events"),
             ledger=Counter(record["status"] for record in stack.find("processed_events")),
             worker_problems=problems_in(log_lines(worker)),
@@ -420,6 +440,7 @@ def downstream_back_before_limit(
             posted=40,
             settled=settled,
             seconds=seconds,
+            oldest_deferral=[],
             letters=stack.find("dead_letter_events"),
             ledger=Counter(record["status"] for record in stack.find("processed_events")),
             worker_problems=problems_in(log_lines(worker)),
@@ -585,6 +606,12 @@ def test_downstream_down_for_good(scenarios: dict[str, Future[Any]]) -> None:
         assert letter["attempts"][-1]["outcome"] == "dead_lettered"
     assert result.ledger == {"dead_lettered": 40}
     assert not result.worker_problems, result.worker_problems[:3]
+    # The gauge showed the deferred events ageing (refreshed every 2 s), and went back to 0
+    # once none was left.
+    ageing = [(at, value) for at, value in result.oldest_deferral if 8 <= at <= 14]
+    assert ageing, result.oldest_deferral
+    assert all(at - 4 <= value <= at + 1 for at, value in ageing), result.oldest_deferral
+    assert result.oldest_deferral[-1][1] == 0, result.oldest_deferral
 
 
 def test_downstream_back_before_limit(scenarios: dict[str, Future[Any]]) -> None:
