@@ -606,11 +606,13 @@ def test_downstream_down_for_good(scenarios: dict[str, Future[Any]]) -> None:
         assert letter["attempts"][-1]["outcome"] == "dead_lettered"
     assert result.ledger == {"dead_lettered": 40}
     assert not result.worker_problems, result.worker_problems[:3]
-    # The gauge showed the deferred events ageing (refreshed every 2 s), and went back to 0
-    # once none was left.
+    # The gauge showed the deferred events ageing, and went back to 0 once none was left. It
+    # lags the clock: refreshed every 2 s (later on a loaded machine), and the first attempts
+    # start a little after the posting began.
     ageing = [(at, value) for at, value in result.oldest_deferral if 8 <= at <= 14]
     assert ageing, result.oldest_deferral
-    assert all(at - 4 <= value <= at + 1 for at, value in ageing), result.oldest_deferral
+    assert all(at - 7 <= value <= at + 1 for at, value in ageing), result.oldest_deferral
+    assert max(value for _, value in ageing) >= 6, result.oldest_deferral
     assert result.oldest_deferral[-1][1] == 0, result.oldest_deferral
 
 
