@@ -10,7 +10,11 @@ Graceful stop of several processes (SIGTERM to the supervisor) is in ``test_grac
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -121,3 +125,26 @@ def test_no_server_outlives_a_killed_supervisor(
     assert time.monotonic() - killed <= 5
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{ingress.url}/health", timeout=2)
+
+
+def test_a_port_in_use_stops_the_supervisor_with_one_line(redis_server: RedisServer) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = base_env(
+            redis_server.url, SIGNING_SECRET=SECRET, INGRESS_WORKERS="2", API_PORT=str(port)
+        )
+        result = subprocess.run(
+            [sys.executable, "-m", "courier_gateway", "ingress"],
+            env={"PATH": os.environ["PATH"], **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        f"courier-gateway: configuration error: API_PORT: port {port} on 127.0.0.1 is not"
+        " available (Address already in use)"
+    ]

@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass
 from types import FrameType
 
-from courier_gateway.config import Settings
+from courier_gateway.config import ConfigError, Settings
 from courier_gateway.observability import configure_logging
 from courier_gateway.process import die_with_parent
 
@@ -82,8 +82,8 @@ class Supervisor:
 
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT; return the exit code."""
-        configure_logging(self.settings.log_level)
         self._sock = _listen(self.settings.api_host, self.settings.api_port)
+        configure_logging(self.settings.log_level)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
         log.info(
@@ -187,10 +187,20 @@ class Supervisor:
 
 
 def _listen(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    """The listening socket the servers share; :class:`ConfigError` naming what is wrong."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as error:
+        raise ConfigError(f"API_HOST: {host!r} cannot be resolved ({error.strerror})") from None
+    sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind(address)
+    except OSError as error:
+        sock.close()
+        raise ConfigError(
+            f"API_PORT: port {port} on {host} is not available ({error.strerror})"
+        ) from None
     sock.listen(_BACKLOG)
     return sock
 

@@ -34,6 +34,7 @@ from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
 from courier_gateway.dependency import Dependency
 from courier_gateway.observability.worker_metrics import RETRIES_SCHEDULED, WORKER_OUTCOMES
 from courier_gateway.queue import PROCESS_EVENT_TASK, encode_message
+from courier_gateway.queue.messages import ledger_id, tenant_of
 from courier_gateway.queue.retry_schedule import RetrySchedule
 from courier_gateway.worker.deadletters import DeadLetters
 from courier_gateway.worker.errors import (
@@ -236,7 +237,7 @@ class RetryMiddleware(TaskiqMiddleware):
         )
         if failed.token is not None:
             await self.ledger.finish(
-                key=envelope["event"]["idempotencyKey"],
+                key=ledger_id(envelope),
                 token=failed.token,
                 status="dead_lettered",
                 attempts=history,
@@ -267,9 +268,7 @@ class RetryMiddleware(TaskiqMiddleware):
         self, envelope: dict[str, Any], token: str, attempts: list[dict[str, Any]]
     ) -> None:
         try:
-            await self.ledger.release(
-                key=envelope["event"]["idempotencyKey"], token=token, attempts=attempts
-            )
+            await self.ledger.release(key=ledger_id(envelope), token=token, attempts=attempts)
         except STORE_UNAVAILABLE:
             # The retry is already scheduled; the lease simply expires.
             log.info("could not release the lease; it will expire", extra=_context(envelope))
@@ -313,6 +312,6 @@ def _context(envelope: dict[str, Any], **fields: Any) -> dict[str, Any]:
     return {
         "traceId": envelope.get("traceId"),
         "eventId": event.get("eventId"),
-        "source": event.get("source"),
+        "source": tenant_of(envelope),
         **fields,
     }
