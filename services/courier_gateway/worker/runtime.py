@@ -239,9 +239,16 @@ async def run_worker(settings: Settings) -> int:
     store = await open_store(settings)
     worker = WorkerProcess(settings, store)
     try:
-        await worker.start()
+        try:
+            await worker.start()
+        except (RedisError, OSError) as error:
+            # Not a crash of ours: one line naming the setting, like any configuration error.
+            raise ConfigError(
+                f"REDIS_URL: Redis is not reachable ({type(error).__name__}: {error})"
+            ) from None
         await worker.consume()
     finally:
-        await worker.stop()
+        with contextlib.suppress(RedisError, OSError):
+            await worker.stop()
     log.info("worker stopped")
     return 0
