@@ -73,6 +73,18 @@ def _run_sign(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _run_events(args: argparse.Namespace) -> int:
+    from courier_gateway.cli.events import run
+
+    return run(args)
+
+
+def _run_deadletters(args: argparse.Namespace) -> int:
+    from courier_gateway.cli.deadletters import run
+
+    return run(args)
+
+
 def _run_operator(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -112,7 +124,7 @@ def _run_dev(args: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     """The ``courier-gateway`` argument parser, every command included."""
-    from courier_gateway.cli import replay, sign
+    from courier_gateway.cli import deadletters, events, replay, sign
 
     root = CommandParser(
         prog="courier-gateway",
@@ -136,6 +148,18 @@ def parser() -> argparse.ArgumentParser:
     )
     replay.add_arguments(replay_command)
     replay_command.set_defaults(handler=_run_replay)
+
+    events_command = commands.add_parser(
+        "events", help="what happened to an event: intake, attempts, effect, dead letter"
+    )
+    events.add_arguments(events_command)
+    events_command.set_defaults(handler=_run_events)
+
+    letters_command = commands.add_parser(
+        "deadletters", help="dead letters: counts by reason, source and age; list; show"
+    )
+    deadletters.add_arguments(letters_command)
+    letters_command.set_defaults(handler=_run_deadletters)
 
     operator = commands.add_parser(
         "operator",
