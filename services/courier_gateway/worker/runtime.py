@@ -49,7 +49,7 @@ from courier_gateway.store import DeadLetterEvent, open_store
 from courier_gateway.worker.deadletters import DeadLetters
 from courier_gateway.worker.downstream import Downstream
 from courier_gateway.worker.ledger import Ledger
-from courier_gateway.worker.pipeline import Pipeline, task_function
+from courier_gateway.worker.pipeline import AttemptFailedError, Pipeline, task_function
 from courier_gateway.worker.retries import RetryMiddleware, RetryPolicy
 from courier_gateway.worker.shipments import Shipments
 from courier_gateway.worker.status_server import StatusServer
@@ -228,10 +228,21 @@ class WorkerProcess:
         shutdown_tracing()
 
 
+def _known_failure(record: logging.LogRecord) -> bool:
+    """Keep taskiq's own log of a failed task unless it is an attempt the pipeline logged.
+
+    A classified failure is already one JSON line (``job attempt``, with a stack trace only for
+    an unexpected error); taskiq would add a stack trace for every retry and dead letter.
+    """
+    failure = record.exc_info[1] if record.exc_info else None
+    return not isinstance(failure, AttemptFailedError)
+
+
 async def run_worker(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT; return the exit code."""
     settings.require("REDIS_URL", "MONGO_URI")
     configure_logging(settings.log_level)
+    logging.getLogger("taskiq.receiver.receiver").addFilter(_known_failure)
     configure_tracing("courier-gateway-worker")
     declare_build("worker")
     prime_worker()
