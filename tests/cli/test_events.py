@@ -14,13 +14,20 @@ command's own ``main`` with the environment an operator would have. Proved here:
 - on an unknown event: exit 1 and what could explain it;
 - ``events list`` filters by source, status and time; ``deadletters stats/list/show`` count and
   show the dead letters, in tables and as JSON, with RFC 3339 times; wrong arguments are usage
-  errors.
+  errors;
+- ``replay`` draws a progress line when its standard error is a terminal (a real pty here), and
+  none on piped output.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import pty
 import re
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -291,3 +298,49 @@ def test_wrong_arguments_are_usage_errors(
     lines = captured.err.splitlines()
     assert len(lines) == 1, captured.err
     assert "usage error: " in lines[0] and message in lines[0], lines[0]
+
+
+def test_replay_shows_a_progress_line_on_a_terminal_only(
+    stack: Stack, operator_shell: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    document = event(eventId="evt_progress_1", eventType="shipment.teleported")
+    stack.post(document)
+    assert show(capsys, "courier", "evt_progress_1", "--wait", "20")[1]["outcome"] == (
+        "dead_lettered"
+    )
+    controller, terminal = pty.openpty()
+    drawn = bytearray()
+
+    def read_terminal() -> None:
+        # Read while it runs: a full terminal buffer would block the command.
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # the command is gone and its side of the terminal closed
+                return
+            if not chunk:
+                return
+            drawn.extend(chunk)
+
+    reader = threading.Thread(target=read_terminal, daemon=True)
+    reader.start()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "courier_gateway", "replay", "--all", "--dry-run"],
+            env={"PATH": os.environ["PATH"], **operator_shell},
+            stdout=subprocess.PIPE,
+            stderr=terminal,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(terminal)
+        reader.join(timeout=10)
+        os.close(controller)
+    assert result.returncode == 0
+    progress = drawn.decode(errors="replace")
+    # tqdm's line: what it does, how far, how many of how many, the rate; cleared at the end.
+    assert re.search(r"replaying dead letters: +\d+%\|.*\| \d+/\d+ \[.* events/s\]", progress)
+    assert progress.endswith("\r"), progress
+    assert "evt_progress_1" in result.stdout and "\r" not in result.stdout

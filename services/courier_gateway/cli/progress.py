@@ -7,11 +7,22 @@ is a terminal, so piped or ``--json`` output never contains it.
 
 from __future__ import annotations
 
+import os
 import sys
 from types import TracebackType
 from typing import Any
 
 __all__ = ["Progress"]
+
+
+def _size() -> tuple[int, int]:
+    """The terminal's columns and lines; 80 x 24 when it reports none (a terminal of size 0,
+    as a freshly opened pseudo-terminal has, would make tqdm hide the line)."""
+    try:
+        size = os.get_terminal_size(sys.stderr.fileno())
+    except (OSError, ValueError):
+        return 80, 24
+    return size.columns or 80, size.lines or 24
 
 
 class Progress:
@@ -22,8 +33,16 @@ class Progress:
         if sys.stderr.isatty():
             from tqdm import tqdm
 
+            columns, lines = _size()
+
             self._bar = tqdm(
-                total=total, desc=description, unit=f" {unit}s", file=sys.stderr, leave=False
+                total=total,
+                desc=description,
+                unit=f" {unit}s",
+                file=sys.stderr,
+                leave=False,
+                ncols=columns,
+                nrows=lines,
             )
 
     def advance(self, count: int = 1) -> None:
