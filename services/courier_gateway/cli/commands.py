@@ -67,6 +67,12 @@ def _run_replay(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _run_migrate(args: argparse.Namespace) -> int:
+    from courier_gateway.cli.migrate import run
+
+    return run(args)
+
+
 def _run_sign(args: argparse.Namespace) -> int:
     from courier_gateway.cli.sign import run
 
@@ -124,7 +130,7 @@ def _run_dev(args: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     """The ``courier-gateway`` argument parser, every command included."""
-    from courier_gateway.cli import deadletters, events, replay, sign
+    from courier_gateway.cli import deadletters, events, migrate, replay, sign
 
     root = CommandParser(
         prog="courier-gateway",
@@ -160,6 +166,14 @@ def parser() -> argparse.ArgumentParser:
     )
     deadletters.add_arguments(letters_command)
     letters_command.set_defaults(handler=_run_deadletters)
+
+    migrate_command = commands.add_parser(
+        "migrate",
+        help="move documents written by earlier versions into their tenants' namespaces"
+        " (idempotent; run once after upgrading)",
+    )
+    migrate.add_arguments(migrate_command)
+    migrate_command.set_defaults(handler=_run_migrate)
 
     operator = commands.add_parser(
         "operator",

@@ -90,7 +90,7 @@ def _stats(database: Any, args: argparse.Namespace) -> int:
         projection=("reasonCode", "source", "deadLetteredAt"),
     ):
         reasons[str(letter.get("reasonCode"))] += 1
-        sources[str(letter.get("source"))] += 1
+        sources[queries.tenant_of(letter)] += 1
         try:
             moment_ = as_utc(letter.get("deadLetteredAt"))
         except ValueError:
@@ -125,11 +125,12 @@ def _stats(database: Any, args: argparse.Namespace) -> int:
 
 
 def _summary(letter: dict[str, Any]) -> dict[str, Any]:
+    from courier_gateway.store.queries import tenant_of
     from courier_gateway.timestamps import rfc3339
 
     return {
         "deadLetteredAt": rfc3339(letter.get("deadLetteredAt")),
-        "source": letter.get("source"),
+        "source": tenant_of(letter),
         "eventId": letter.get("eventId"),
         "idempotencyKey": letter.get("idempotencyKey"),
         "reasonCode": letter.get("reasonCode"),

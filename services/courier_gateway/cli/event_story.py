@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from courier_gateway.queue.lookups import QueueTrace
+from courier_gateway.tenancy import scoped
 from courier_gateway.timestamps import rfc3339
 from courier_gateway.worker.shipments import history_key
 
@@ -36,6 +37,11 @@ class KeyStory:
     dead_letter: Document | None
     shipment: Document | None
     queue: QueueTrace | None
+
+
+def _history_key(story: KeyStory) -> str:
+    """Where the event sits in its shipment's history: a digest of its scoped ledger id."""
+    return history_key(scoped(story.tenant, story.idempotency_key))
 
 
 def _attempts(story: KeyStory) -> list[Document]:
@@ -152,7 +158,7 @@ def _shipment_effect(story: KeyStory, result: str) -> Document | None:
         lastEventId=document.get("lastEventId"),
         updatedAt=rfc3339(document["updatedAt"]) if document.get("updatedAt") else None,
     )
-    entry = (document.get("history") or {}).get(history_key(story.idempotency_key))
+    entry = (document.get("history") or {}).get(_history_key(story))
     if entry is not None:
         current = document.get("lastEventId") == entry.get("eventId")
         effect["effect"] = "current" if current else "history"
@@ -163,9 +169,7 @@ def _shipment_effect(story: KeyStory, result: str) -> Document | None:
 
 def _intake(story: KeyStory) -> Document:
     letter = story.dead_letter or {}
-    shipment_entry = ((story.shipment or {}).get("history") or {}).get(
-        history_key(story.idempotency_key)
-    ) or {}
+    shipment_entry = ((story.shipment or {}).get("history") or {}).get(_history_key(story)) or {}
     received = letter.get("receivedAt") or shipment_entry.get("receivedAt")
     intake: Document = {
         "receivedAt": rfc3339(received) if received else None,

@@ -108,6 +108,17 @@ def _open_redis(settings: Settings) -> Iterator[Redis | None]:
         client.close()
 
 
+def _shipment_namespace(settings: Settings, tenant: str) -> list[str]:
+    """The tenant's shipment namespace when the sources are configured here (a shared one)."""
+    from courier_gateway.config import ConfigError, load_sources
+
+    try:
+        source = load_sources(settings).get(tenant)
+    except ConfigError:
+        return []
+    return [source.shipment_namespace] if source else []
+
+
 def _stories(
     database: Database[dict[str, Any]],
     redis: Redis | None,
@@ -121,6 +132,7 @@ def _stories(
     from courier_gateway.store import queries
 
     tenant, event_id = args.source, args.event_id
+    shared = _shipment_namespace(settings, tenant)
     if args.key:
         found = queries.record_by_key(database, tenant, args.key)
         records = [found] if found else []
@@ -146,6 +158,7 @@ def _stories(
                     idempotency_key=key,
                     event_id=event_id,
                 )
+        namespaces = [(letter or {}).get("shipmentNamespace"), *shared, tenant]
         stories.append(
             KeyStory(
                 tenant=tenant,
@@ -153,7 +166,9 @@ def _stories(
                 idempotency_key=key,
                 ledger=ledger,
                 dead_letter=letter,
-                shipment=queries.shipment(database, shipment_id) if shipment_id else None,
+                shipment=queries.shipment(database, shipment_id, [n for n in namespaces if n])
+                if shipment_id
+                else None,
                 queue=trace,
             )
         )
@@ -201,7 +216,7 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
         rows.append(
             {
                 "createdAt": rfc3339(record.get("createdAt")),
-                "source": record.get("source"),
+                "source": queries.tenant_of(record),
                 "eventId": record.get("eventId"),
                 "idempotencyKey": record.get("idempotencyKey"),
                 "status": record.get("status"),

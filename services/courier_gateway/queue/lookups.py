@@ -15,17 +15,13 @@ import orjson
 from redis import Redis
 
 from courier_gateway.queue.retry_schedule import retries_key
+from courier_gateway.tenancy import hint_key
 
-__all__ = ["QueueTrace", "hint_key", "trace_event"]
+__all__ = ["QueueTrace", "trace_event"]
 
 #: How many scheduled retries are searched for the event: the schedule is usually short, and a
 #: lookup must stay cheap when it is not.
 _RETRY_SCAN = 10_000
-
-
-def hint_key(tenant: str, idempotency_key: str) -> str:
-    """The intake's duplicate-hint key of an idempotency key (see ``intake/routes.py``)."""
-    return f"cg:seen:{idempotency_key}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,12 +42,13 @@ def _entry_time(entry_id: str) -> datetime | None:
         return None
 
 
-def _is_event(message: bytes, idempotency_key: str) -> bool:
+def _is_event(message: bytes, tenant: str, idempotency_key: str) -> bool:
     try:
-        event = orjson.loads(message)["kwargs"]["envelope"]["event"]
+        envelope = orjson.loads(message)["kwargs"]["envelope"]
+        event = envelope["event"]
     except (orjson.JSONDecodeError, KeyError, TypeError):
         return False
-    return bool(event.get("idempotencyKey") == idempotency_key)
+    return bool(envelope.get("source") == tenant and event.get("idempotencyKey") == idempotency_key)
 
 
 def trace_event(
@@ -68,7 +65,7 @@ def trace_event(
         retries_key(stream), 0, _RETRY_SCAN - 1, withscores=True
     )
     for message, score in schedule:
-        if event_id.encode() in message and _is_event(message, idempotency_key):
+        if event_id.encode() in message and _is_event(message, tenant, idempotency_key):
             due = datetime.fromtimestamp(float(score) / 1000, UTC)
             break
     return QueueTrace(
