@@ -15,6 +15,8 @@ command's own ``main`` with the environment an operator would have. Proved here:
 - ``events list`` filters by source, status and time; ``deadletters stats/list/show`` count and
   show the dead letters, in tables and as JSON, with RFC 3339 times; wrong arguments are usage
   errors;
+- sources are tenants: the same event id sent by two sources is two stories, each found by its
+  source, with its shipment in that source's namespace;
 - ``replay`` draws a progress line when its standard error is a terminal (a real pty here), and
   none on piped output.
 """
@@ -37,14 +39,20 @@ import httpx
 import pytest
 
 from courier_gateway.cli import main
+from courier_gateway.config import Scheme
 from tests.conftest import base_env
 from tests.support.downstream import Downstream, Received
 from tests.support.servers import GatewayProcess, RedisServer, StoreServer, start_gateway, wait_for
 from tests.support.signing import event, signed
-from tests.support.stack import SECRET, StackEnv
+from tests.support.sources import COURIER_SECRET, DHL_SECRET, write_sources
+from tests.support.stack import StackEnv
 
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 RETRIED = "evt_retried_1"
+SIGNING = {
+    "courier": (COURIER_SECRET, Scheme.V1),
+    "dhl": (DHL_SECRET, Scheme.STANDARD_WEBHOOKS),
+}
 
 
 def flaky_for_one_event(request: Received, count: int) -> tuple[int, dict[str, str]]:
@@ -59,10 +67,11 @@ class Stack:
     env: StackEnv
     processes: list[GatewayProcess]
 
-    def post(self, document: dict[str, Any]) -> dict[str, Any]:
-        body, headers = signed(document, SECRET)
+    def post(self, document: dict[str, Any], source: str = "courier") -> dict[str, Any]:
+        secret, scheme = SIGNING[source]
+        body, headers = signed(document, secret, scheme=scheme)
         response = httpx.post(
-            f"{self.env.url}/v1/events/courier", content=body, headers=headers, timeout=10
+            f"{self.env.url}/v1/events/{source}", content=body, headers=headers, timeout=10
         )
         assert response.status_code == 202, response.text
         answer: dict[str, Any] = response.json()
@@ -79,6 +88,8 @@ def stack(
         redis_server,
         store_server,
         **downstream.env(),
+        SOURCES_FILE=str(write_sources(directory / "sources.yaml")),
+        SIGNING_SECRET="",  # the sources file configures courier
         RETRY_MAX_ATTEMPTS="3",
         RETRY_BASE_DELAY_MS="2500",
         RETRY_JITTER="0",
@@ -200,7 +211,7 @@ def test_dead_lettered_event(
     assert story["nextStep"].endswith(
         "courier-gateway replay --source courier --event-id evt_bad_1"
     )
-    assert story["intake"]["keyId"] == "default"
+    assert story["intake"]["keyId"] == "k1"  # the key of the sources file that verified it
 
     code, text, _ = cli(capsys, "deadletters", "show", "courier", "evt_bad_1")
     assert code == 0
@@ -344,3 +355,25 @@ def test_replay_shows_a_progress_line_on_a_terminal_only(
     assert re.search(r"replaying dead letters: +\d+%\|.*\| \d+/\d+ \[.* events/s\]", progress)
     assert progress.endswith("\r"), progress
     assert "evt_progress_1" in result.stdout and "\r" not in result.stdout
+
+
+def test_each_source_has_its_own_story_for_the_same_event_id(
+    stack: Stack, operator_shell: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    courier = event(eventId="evt_same_1")
+    dhl = event(eventId="evt_same_1")
+    dhl["payload"] = {**courier["payload"], "status": "delivered"}  # the same shipment id
+    stack.post(courier, "courier")
+    stack.post(dhl, "dhl")
+    code, mine = show(capsys, "courier", "evt_same_1", "--wait", "20")
+    assert code == 0 and mine["outcome"] == "processed"
+    code, theirs = show(capsys, "dhl", "evt_same_1", "--wait", "20")
+    assert code == 0 and theirs["outcome"] == "processed"
+    assert mine["traceId"] != theirs["traceId"]
+    # One shipment id, two namespaces: each source's event is current in its own.
+    assert mine["shipment"]["effect"] == theirs["shipment"]["effect"] == "current"
+    assert mine["shipment"]["status"] == "in_transit"
+    assert theirs["shipment"]["status"] == "delivered"
+    code, out, _ = cli(capsys, "events", "list", "--source", "dhl", "--json")
+    assert [row["eventId"] for row in json.loads(out)] == ["evt_same_1"]
+    assert {row["source"] for row in json.loads(out)} == {"dhl"}
