@@ -50,6 +50,21 @@ def descendants(process: subprocess.Popen[str]) -> list[psutil.Process]:
         return []
 
 
+def loading(process: subprocess.Popen[str], fragment: str) -> bool:
+    """Whether ``process`` has a file open whose path contains ``fragment`` (a module it loads)."""
+    try:
+        descriptors = list(Path(f"/proc/{process.pid}/fd").iterdir())
+    except OSError:
+        return False
+    for descriptor in descriptors:
+        try:
+            if fragment in os.readlink(descriptor):
+                return True
+        except OSError:
+            continue
+    return False
+
+
 @pytest.fixture
 def stopped_at_end() -> Iterator[list[subprocess.Popen[str]]]:
     """Processes a test started; killed (with their children) if the test left them running."""
@@ -68,7 +83,10 @@ def test_ctrl_c_while_modules_load_ends_quietly(
 ) -> None:
     process = start_dev(tmp_path)
     stopped_at_end.append(process)
-    time.sleep(0.15)  # the interpreter is up; the command's modules are loading
+    # Interrupt it while it reads the configuration package's modules (pydantic's are the bulk
+    # of its start-up): the moment a user's Ctrl-C used to print a traceback. Earlier, the
+    # interpreter itself is still starting, which no program can make quiet.
+    assert wait_for(lambda: loading(process, "/pydantic"), timeout=30, interval=0.002)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=30)
     assert "Traceback" not in stderr, stderr
