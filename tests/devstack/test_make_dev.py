@@ -9,6 +9,7 @@ and the whole README walk-through are in ``tests/docs/test_quick_start.py``.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -132,3 +133,18 @@ def test_secret_survives_a_restart(tmp_path: Path) -> None:
                 process.kill()
     assert len(secrets_seen) == 2 and secrets_seen[0] == secrets_seen[1]
     assert any((tmp_path / ".data" / "store").iterdir())
+
+
+def test_make_dev_installs_the_runtime_only_with_visible_progress(tmp_path: Path) -> None:
+    """What ``make dev`` would run in a fresh checkout (``make -n``): no dev tools, no --quiet."""
+    root = Path(__file__).resolve().parents[2]
+    for name in ("Makefile", "pyproject.toml", ".ci/find-python", ".ci/ensure-tools"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / name, tmp_path / name)
+    planned = subprocess.run(
+        ["make", "-n", "dev"], cwd=tmp_path, capture_output=True, text=True, check=True
+    ).stdout
+    installs = [line for line in planned.splitlines() if "pip install" in line]
+    assert installs == [".venv/bin/python -m pip install --progress-bar on -e '.[embedded]'"]
+    assert "installing the gateway and its embedded store" in planned
+    assert planned.rstrip().endswith(".venv/bin/courier-gateway dev")
