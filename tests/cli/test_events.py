@@ -377,3 +377,28 @@ def test_each_source_has_its_own_story_for_the_same_event_id(
     code, out, _ = cli(capsys, "events", "list", "--source", "dhl", "--json")
     assert [row["eventId"] for row in json.loads(out)] == ["evt_same_1"]
     assert {row["source"] for row in json.loads(out)} == {"dhl"}
+
+
+def test_a_stale_dev_env_file_is_named_in_the_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A killed ``make dev`` leaves ``.data/env`` behind: its ports are gone, and the error says
+    where the settings came from."""
+    from courier_gateway.devstack.envfile import write_env_file
+    from courier_gateway.devstack.processes import free_port
+
+    (tmp_path / ".data").mkdir()
+    write_env_file(
+        tmp_path / ".data",
+        {"MONGO_URI": f"mongodb://127.0.0.1:{free_port()}/", "STORE_TIMEOUT_MS": "300"},
+    )
+    monkeypatch.chdir(tmp_path)
+    for name in ("REDIS_URL", "MONGO_URI", "STORE_TIMEOUT_MS"):
+        monkeypatch.delenv(name, raising=False)
+    code, out, err = cli(capsys, "deadletters", "stats")
+    assert code == 2 and out == ""
+    assert err.startswith("courier-gateway: configuration error: MONGO_URI: the store is not")
+    assert (
+        err.rstrip().endswith("(settings from .data/env: is `make dev` still running there?)")
+        or "settings from " in err
+    ), err

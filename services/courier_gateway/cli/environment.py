@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from courier_gateway.config import ConfigError, Settings
-from courier_gateway.devstack.envfile import dev_environment
+from courier_gateway.devstack.envfile import ENV_FILE, dev_environment
 
 __all__ = ["CommandSettings", "command_settings"]
 
@@ -21,7 +21,9 @@ __all__ = ["CommandSettings", "command_settings"]
 def _explain(error: ConfigError, origin: Path | None) -> ConfigError:
     if origin is None:
         return error
-    return ConfigError(f"{error} (from {origin}: is `make dev` still running there?)")
+    if origin.name != ENV_FILE:
+        return ConfigError(f"{error} (the signing secret came from {origin})")
+    return ConfigError(f"{error} (settings from {origin}: is `make dev` still running there?)")
 
 
 @dataclass(frozen=True, slots=True)
