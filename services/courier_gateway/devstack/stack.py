@@ -159,9 +159,22 @@ class Stack:
             reason = f": {_last_line(log)}" if log else " (its output is above)"
             raise StackError(f"{child.name} exited with code {code} during {during}{reason}")
 
-    def start(self, name: str, command: list[str], **kwargs: object) -> Child:
-        """Start a child and keep it for the ordered stop."""
-        child = start_child(name, command, **kwargs)  # type: ignore[arg-type]
+    def start(
+        self,
+        name: str,
+        command: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        log_file: Path | None = None,
+        holds_data: bool = False,
+    ) -> Child:
+        """Start a child and keep it for the ordered stop.
+
+        A child that ``holds_data`` (Redis, the store) inherits the data directory's lock, so
+        the next stack cannot start while it is still writing its files.
+        """
+        passed = (self.lock.descriptor,) if holds_data else ()
+        child = start_child(name, command, env=env, log_file=log_file, pass_fds=passed)
         self.children.append(child)
         return child
 
@@ -180,7 +193,7 @@ class Stack:
             "redis",
             redis_command(binary, port, redis_dir, append_only=True),
             log_file=log,
-            pass_fds=(self.lock.descriptor,),
+            holds_data=True,
         )
         self.wait(lambda: tcp_open(port), "redis-server did not start")
         return f"redis://127.0.0.1:{port}/0"
@@ -198,11 +211,15 @@ class Stack:
         store_dir = self.directory / "store"
         store_dir.mkdir(exist_ok=True)
         log = self.logs["store"] = self.directory / "store.log"
+        pid_file = self.directory / "store.pid"
+        # We hold the lock, so a pid file here is a killed stack's: nx-27017 would refuse to
+        # start if the process id had been reused since.
+        pid_file.unlink(missing_ok=True)
         self.start(
             "store",
-            store_command(port, store_dir, pid_file=self.directory / "store.pid"),
+            store_command(port, store_dir, pid_file=pid_file),
             log_file=log,
-            pass_fds=(self.lock.descriptor,),
+            holds_data=True,
         )
         self.wait(lambda: tcp_open(port), "the embedded store did not start")
         return f"mongodb://127.0.0.1:{port}/"
