@@ -85,8 +85,9 @@ def _check_storable(value: Any, where: str, depth: int) -> None:
     if isinstance(value, int | float):
         # JSON does not tell 1e20 from 100000000000000000000, so neither may pass: every number
         # must fit the 64-bit integer range, however it is spelt (the OpenAPI document says the
-        # same with minimum and maximum). Integers beyond it have no BSON type.
-        if not (math.isfinite(value) and -_INT64_MAX - 1 <= value <= _INT64_MAX):
+        # same with minimum and maximum). Integers beyond it have no BSON type. (The range check
+        # comes first: math.isfinite cannot even convert an integer beyond a float's range.)
+        if not (-_INT64_MAX - 1 <= value <= _INT64_MAX and math.isfinite(value)):
             raise ValueError(f"{where}: number out of the 64-bit range")
     elif isinstance(value, dict):
         for key, item in value.items():
