@@ -24,7 +24,7 @@ from courier_gateway.adapters.adapter import Adapter, AdapterError
 from courier_gateway.adapters.model import AdapterDocument
 from courier_gateway.config._errors import describe_validation_error
 
-__all__ = ["AdapterRegistry", "builtin_registry", "load_registry"]
+__all__ = ["AdapterRegistry", "builtin_registry", "load_adapter_file", "load_registry"]
 
 log = logging.getLogger(__name__)
 
@@ -132,19 +132,22 @@ def _build(raw: _Raw, document: dict[str, Any]) -> Adapter:
     return Adapter(parsed, origin=raw.origin)
 
 
-def _build_all(builtin: list[_Raw], custom: list[_Raw]) -> dict[str, Adapter]:
-    parents = {raw.name: raw for raw in builtin}
-    known = dict(parents)
+def _known(builtin: list[_Raw], custom: list[_Raw]) -> dict[str, _Raw]:
+    known = {raw.name: raw for raw in builtin}
     for raw in custom:
         if raw.name in known and known[raw.name] in custom:
             raise AdapterError(
                 f"{raw.origin}: name: {raw.name!r} is also defined in {known[raw.name].origin}"
             )
         known[raw.name] = raw
-    adapters: dict[str, Adapter] = {}
-    for name, raw in known.items():
-        adapters[name] = _build(raw, _resolve(raw, known, parents, (name,)))
-    return adapters
+    return known
+
+
+def _build_all(builtin: list[_Raw], known: dict[str, _Raw]) -> dict[str, Adapter]:
+    parents = {raw.name: raw for raw in builtin}
+    return {
+        name: _build(raw, _resolve(raw, known, parents, (name,))) for name, raw in known.items()
+    }
 
 
 class AdapterRegistry:
@@ -153,7 +156,8 @@ class AdapterRegistry:
     def __init__(self, directory: Path | None) -> None:
         self.directory = directory
         self._builtin = _builtin_raw()
-        self._adapters = _build_all(self._builtin, self._custom())
+        self._known = _known(self._builtin, self._custom())
+        self._adapters = _build_all(self._builtin, self._known)
         self._snapshot = self._stat()
         self._problem: str | None = None
 
@@ -197,13 +201,15 @@ class AdapterRegistry:
             return False
         self._snapshot = snapshot
         try:
-            adapters = _build_all(self._builtin, self._custom())
+            known = _known(self._builtin, self._custom())
+            adapters = _build_all(self._builtin, known)
         except AdapterError as error:
             if str(error) != self._problem:
                 log.warning("adapters not reloaded", extra={"problem": str(error)})
                 self._problem = str(error)
             return False
         self._problem = None
+        self._known = known
         changed = [
             name
             for name, adapter in adapters.items()
@@ -212,6 +218,23 @@ class AdapterRegistry:
         self._adapters = adapters
         log.info("adapters reloaded", extra={"changed": changed})
         return bool(changed)
+
+    def build_file(self, path: Path) -> Adapter:
+        """An adapter from a file that is not (yet) in ADAPTERS_DIR, extending known ones."""
+        origin = str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise AdapterError(f"{origin}: cannot be read ({error})") from None
+        document = _read(text, origin)
+        raw = _Raw(str(document["name"]), origin, document)
+        parents = {item.name: item for item in self._builtin}
+        return _build(raw, _resolve(raw, self._known, parents, (raw.name,)))
+
+
+def load_adapter_file(path: Path, registry: AdapterRegistry) -> Adapter:
+    """Build the adapter in ``path`` (its ``extends`` resolved against ``registry``)."""
+    return registry.build_file(path)
 
 
 def load_registry(directory: Path | None) -> AdapterRegistry:

@@ -322,13 +322,11 @@ class Mapper:
         try:
             moment = self._occurred_at(context)
             event["occurredAt"] = format_utc(moment)
-            status = self._status(context)
+            status, status_text = self._status(context)
         except _UnmappableError as problem:
             return Unmapped(event, problem.check, problem.message, self.original(context)), moment
         if status == IGNORE:
-            return Ignored(
-                f"status mapped to ignore ({payload.get('carrierStatusCode', '')})"
-            ), None
+            return Ignored(f"status {status_text[:80]!r} is mapped to ignore"), None
         payload["status"] = status
         try:
             # The same contract as a posted event (ids, storable extras), so the worker sees one
@@ -411,7 +409,7 @@ class Mapper:
         sources = ", ".join(f"'{time.expression.source}'" for time in self.times)
         raise _UnmappableError("occurredAt", f"no time: {sources} gave nothing")
 
-    def _status(self, context: dict[str, Any]) -> str:
+    def _status(self, context: dict[str, Any]) -> tuple[str, str]:
         try:
             key = status_key(self.status.search(context))
         except (ExpressionError, StatusMapError) as error:
@@ -423,7 +421,7 @@ class Mapper:
             raise _UnmappableError(
                 "status", f"status {key[:80]!r} is not in the adapter's status map"
             )
-        return target
+        return target, key
 
     def original(self, context: dict[str, Any]) -> str:
         """The item as the provider sent it: each split name's element, parents without the list

@@ -73,6 +73,12 @@ def _run_sign(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _run_adapters(args: argparse.Namespace) -> int:
+    from courier_gateway.cli.adapters import run
+
+    return run(args)
+
+
 def _run_operator(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -155,6 +161,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_arguments(sign)
     sign.set_defaults(handler=_run_sign)
+
+    from courier_gateway.cli.adapters import add_arguments as add_adapters_arguments
+
+    adapters = commands.add_parser(
+        "adapters",
+        help="list the adapters, or show what a provider's payload becomes (adapters check)",
+    )
+    add_adapters_arguments(adapters)
+    adapters.set_defaults(handler=_run_adapters)
     return parser
 
 

@@ -2,6 +2,8 @@
 
 The secret comes from ``--secret``, else from the configuration the ingress would use
 (``SIGNING_SECRET`` for the default source, the first key of the source in ``SOURCES_FILE``).
+With ``--adapter`` the request is signed the way that provider signs (the adapter's sample body
+unless a file is given), so a provider's setup can be tried with curl before the provider sends.
 """
 
 from __future__ import annotations
@@ -36,9 +38,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "event_file", nargs="?", type=Path, help="JSON event to sign (default: a generated sample)"
     )
-    parser.add_argument("--source", default=DEFAULT_SOURCE, help="source to post to (courier)")
     parser.add_argument(
+        "--source", help="source to post to (courier; with --adapter: the adapter's name)"
+    )
+    how = parser.add_mutually_exclusive_group()
+    how.add_argument(
         "--scheme", choices=[scheme.value for scheme in Scheme], help="signature scheme"
+    )
+    how.add_argument(
+        "--adapter", help="sign as this provider does (`courier-gateway adapters list`)"
+    )
+    parser.add_argument(
+        "--alternative",
+        type=int,
+        default=0,
+        help="with --adapter: which of the provider's ways of signing to use (0: the first)",
     )
     keys = parser.add_mutually_exclusive_group()
     keys.add_argument("--secret", help="signing secret (default: from the configuration)")
@@ -146,20 +160,73 @@ def _configured_scheme(source: str, settings: Settings) -> Scheme | None:
     return found.scheme if found else None
 
 
+def _read_body(path: Path) -> bytes:
+    try:
+        body = path.read_bytes()
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot be read ({error.strerror})") from None
+    try:
+        orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise ConfigError(f"{path}: is not valid JSON") from None
+    return body
+
+
+def _run_adapter(args: argparse.Namespace, settings: Settings) -> int:
+    from urllib.parse import urlencode
+
+    from courier_gateway.adapters import AdapterError, load_registry
+    from courier_gateway.adapters.signing import sign_request
+
+    try:
+        adapter = load_registry(settings.adapters_dir).get(args.adapter)
+    except AdapterError as error:
+        raise ConfigError(str(error)) from None
+    if adapter is None:
+        raise ConfigError(
+            f"--adapter: no adapter named {args.adapter!r} (`courier-gateway adapters list`)"
+        )
+    source = args.source or adapter.name
+    if args.event_file is not None:
+        body = _read_body(args.event_file)
+    elif adapter.document.sample is not None:
+        body = orjson.dumps(orjson.loads(adapter.document.sample))
+    else:
+        body = orjson.dumps(sample_event(source))
+    if args.secret_file is not None:
+        args.secret = read_secret_file(args.secret_file)
+    if not args.secret:
+        raise ConfigError("--secret: required with --adapter (the key the provider was given)")
+    try:
+        signed = sign_request(
+            adapter, body, args.secret, now=int(time.time()), alternative=args.alternative
+        )
+    except ValueError as error:
+        raise ConfigError(f"--secret: {error}") from None
+    base = args.url or f"http://{settings.api_host}:{settings.api_port}"
+    url = f"{base.rstrip('/')}/v1/events/{source}"
+    if signed.query:
+        url += "?" + urlencode(signed.query)
+    if args.send:
+        return _send(url, signed.headers, body, expect=adapter.success_status)
+    if args.json:
+        document = {"url": url, "headers": signed.headers, "body": body.decode()}
+        sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        sys.stdout.write(curl_command(url, signed.headers, body) + "\n")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Print the signed request; exit code 2 names a missing secret or unreadable event file."""
     settings = Settings.from_env()
+    if args.adapter is not None:
+        return _run_adapter(args, settings)
+    args.source = args.source or DEFAULT_SOURCE
     if args.event_file is None:
         body = orjson.dumps(sample_event(args.source))
     else:
-        try:
-            body = args.event_file.read_bytes()
-        except OSError as error:
-            raise ConfigError(f"{args.event_file}: cannot be read ({error.strerror})") from None
-        try:
-            orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise ConfigError(f"{args.event_file}: is not valid JSON") from None
+        body = _read_body(args.event_file)
     scheme, secret = _resolve(args, settings)
     headers = build_request(body, scheme=scheme, secret=secret, algorithm=args.algorithm)
     base = args.url or f"http://{settings.api_host}:{settings.api_port}"
@@ -174,7 +241,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _send(url: str, headers: dict[str, str], body: bytes) -> int:
+def _send(url: str, headers: dict[str, str], body: bytes, *, expect: int = 202) -> int:
     """Post the request and report the answer (a smoke test, e.g. ``helm test``)."""
     import httpx
 
@@ -184,4 +251,4 @@ def _send(url: str, headers: dict[str, str], body: bytes) -> int:
         sys.stderr.write(f"courier-gateway sign: {url}: {type(error).__name__}: {error}\n")
         return 1
     sys.stdout.write(f"{response.status_code} {response.text.strip()}\n")
-    return 0 if response.status_code == 202 else 1
+    return 0 if response.status_code == expect else 1
