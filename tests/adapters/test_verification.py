@@ -262,7 +262,7 @@ def _mutations(scheme: Scheme) -> st.SearchStrategy[dict[str, object]]:
 
 
 @pytest.mark.parametrize("scheme", list(Scheme))
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_canonical_adapters_decide_exactly_as_signatures_py(
     scheme: Scheme, data: st.DataObject

@@ -105,7 +105,7 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 
 def _resolve(
-    raw: _Raw, known: dict[str, _Raw], parents: dict[str, _Raw], seen: tuple[str, ...]
+    raw: _Raw, known: dict[str, _Raw], parents: dict[str, _Raw], seen: tuple[_Raw, ...] = ()
 ) -> dict[str, Any]:
     document = dict(raw.document)
     parent_name = document.pop("extends", None)
@@ -113,15 +113,15 @@ def _resolve(
         return document
     if not isinstance(parent_name, str):
         raise AdapterError(f"{raw.origin}: extends: must be an adapter name")
-    if parent_name in seen:
-        raise AdapterError(f"{raw.origin}: extends: a cycle ({' -> '.join((*seen, parent_name))})")
     # A file that replaces a built-in may extend that same built-in.
     parent = parents.get(parent_name) if parent_name == raw.name else known.get(parent_name)
-    parent = parent or parents.get(parent_name)
     if parent is None:
         raise AdapterError(f"{raw.origin}: extends: no adapter named {parent_name!r}")
-    base = _resolve(parent, known, parents, (*seen, parent_name))
-    return _merge(base, document)
+    chain = (*seen, raw)
+    if parent in chain:
+        names = " -> ".join(item.name for item in (*chain, parent))
+        raise AdapterError(f"{raw.origin}: extends: a cycle ({names})")
+    return _merge(_resolve(parent, known, parents, chain), document)
 
 
 def _build(raw: _Raw, document: dict[str, Any]) -> Adapter:
@@ -145,9 +145,7 @@ def _known(builtin: list[_Raw], custom: list[_Raw]) -> dict[str, _Raw]:
 
 def _build_all(builtin: list[_Raw], known: dict[str, _Raw]) -> dict[str, Adapter]:
     parents = {raw.name: raw for raw in builtin}
-    return {
-        name: _build(raw, _resolve(raw, known, parents, (name,))) for name, raw in known.items()
-    }
+    return {name: _build(raw, _resolve(raw, known, parents)) for name, raw in known.items()}
 
 
 class AdapterRegistry:
@@ -229,7 +227,7 @@ class AdapterRegistry:
         document = _read(text, origin)
         raw = _Raw(str(document["name"]), origin, document)
         parents = {item.name: item for item in self._builtin}
-        return _build(raw, _resolve(raw, self._known, parents, (raw.name,)))
+        return _build(raw, _resolve(raw, self._known, parents))
 
 
 def load_adapter_file(path: Path, registry: AdapterRegistry) -> Adapter:

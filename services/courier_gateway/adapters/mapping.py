@@ -46,7 +46,6 @@ __all__ = [
     "Mapping",
     "PayloadError",
     "Unmapped",
-    "original_text",
 ]
 
 _ID = re.compile(r"^[\x21-\x7e]{1,128}$")
@@ -324,18 +323,21 @@ class Mapper:
             event["occurredAt"] = format_utc(moment)
             status, status_text = self._status(context)
         except _UnmappableError as problem:
+            # Stored as a dead letter: it must meet the contract too, status and time aside.
+            stand_in = {"occurredAt": "1970-01-02T00:00:00Z", "status": "created"}
+            _check_contract(
+                {
+                    **event,
+                    "occurredAt": stand_in["occurredAt"],
+                    "payload": {**payload, "status": stand_in["status"]},
+                },
+                where,
+            )
             return Unmapped(event, problem.check, problem.message, self.original(context)), moment
         if status == IGNORE:
             return Ignored(f"status {status_text[:80]!r} is mapped to ignore"), None
         payload["status"] = status
-        try:
-            # The same contract as a posted event (ids, storable extras), so the worker sees one
-            # shape whatever the provider.
-            CourierEvent.model_validate(event, strict=False)
-        except ValidationError as error:
-            first = error.errors(include_url=False, include_input=False)[0]
-            place = ".".join(str(part) for part in first["loc"])
-            raise PayloadError(f"{place} at {where}", first["msg"]) from None
+        _check_contract(event, where)
         return Mapped(event), moment
 
     def _identifier(
@@ -362,7 +364,8 @@ class Mapper:
             values = [
                 _search(part, context, "event.idempotencyKey", where) for part in self.key_digest
             ]
-            digest = hashlib.sha256(orjson.dumps(values, option=orjson.OPT_SORT_KEYS)).hexdigest()
+            encoded = _dumps(values, f"event.idempotencyKey at {where}", sort=True)
+            digest = hashlib.sha256(encoded).hexdigest()
             key = digest[:32]
         elif self.key_expression is not None:
             key = self._identifier(context, self.key_expression, "event.idempotencyKey", where)
@@ -427,7 +430,7 @@ class Mapper:
         """The item as the provider sent it: each split name's element, parents without the list
         that was split (it holds the item's siblings), and the body when nothing was split."""
         if not self.stages:
-            return orjson.dumps({"body": context["body"]}).decode()
+            return _dumps({"body": context["body"]}, "body").decode()
         kept: dict[str, Any] = {}
         for stage in self.stages:
             kept[stage.name] = context[stage.name]
@@ -445,7 +448,7 @@ class Mapper:
             body = context["body"]
             if isinstance(body, dict):
                 kept["body"] = {k: v for k, v in body.items() if k != first.parent_field[1]}
-        return orjson.dumps(kept).decode()
+        return _dumps(kept, "body").decode()
 
 
 def _latest(
@@ -467,10 +470,23 @@ def _search(expression: Expression, context: Any, name: str, where: str = "") ->
         raise PayloadError(f"{name} at {where}" if where else name, str(error)) from None
 
 
+def _check_contract(event: dict[str, Any], where: str) -> None:
+    """The contract of a posted event (ids, storable extras): the worker sees one shape."""
+    try:
+        CourierEvent.model_validate(event, strict=False)
+    except ValidationError as error:
+        first = error.errors(include_url=False, include_input=False)[0]
+        place = ".".join(str(part) for part in first["loc"])
+        raise PayloadError(f"{place} at {where}", first["msg"]) from None
+
+
+def _dumps(value: Any, check: str, *, sort: bool = False) -> bytes:
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS if sort else None)
+    except orjson.JSONEncodeError:
+        # Only nesting beyond what JSON encoding allows (about 250 levels) gets here.
+        raise PayloadError(check, "nested too deeply") from None
+
+
 def _truthy(value: Any) -> bool:
     return not (value is None or value is False or value in ("", [], {}))
-
-
-def original_text(context: dict[str, Any]) -> str:
-    """JSON text of a context (for tests and tools)."""
-    return orjson.dumps(context).decode()

@@ -110,7 +110,9 @@ class TimeRule:
         try:
             return datetime.fromtimestamp(seconds, UTC)
         except (OverflowError, OSError, ValueError):
-            raise TimeParseError(f"{value!r} is out of range for {self.format}") from None
+            raise TimeParseError(
+                f"{value!r} is outside 1970-2200 as {self.format} (a wrong unit?)"
+            ) from None
 
     def _text(self, text: str, offset: tzinfo | None) -> datetime:
         if self.format is TimeFormat.RFC3339:
