@@ -81,36 +81,64 @@ def _is_false(value: Any) -> bool:
     return value is None or value is False or value in ("", [], {})
 
 
-def _field(name: str) -> Evaluator:
-    def field(value: Any) -> Any:
-        return value.get(name) if isinstance(value, dict) else None
+def _steps(node: dict[str, Any]) -> list[tuple[bool, Any]] | None:
+    """A plain path (fields and indexes) as ``(is_field, name_or_index)`` steps, else ``None``."""
+    kind = node["type"]
+    if kind == "field":
+        return [(True, node["value"])]
+    if kind == "index":
+        return [(False, node["value"])]
+    if kind in {"subexpression", "index_expression"}:
+        steps: list[tuple[bool, Any]] = []
+        for child in node["children"]:
+            found = _steps(child)
+            if found is None:
+                return None
+            steps += found
+        return steps
+    return None
 
-    return field
 
+def _path(steps: list[tuple[bool, Any]]) -> Evaluator:
+    """One function for a whole path: the common case, so it gets the fewest calls."""
+    if all(is_field for is_field, _ in steps):
+        keys = tuple(key for _, key in steps)
+        if len(keys) == 1:
+            (only,) = keys
 
-def _index(position: int) -> Evaluator:
-    def index(value: Any) -> Any:
-        if not isinstance(value, list):
-            return None
-        try:
-            return value[position]
-        except IndexError:
-            return None
+            def field(value: Any) -> Any:
+                return value.get(only) if value.__class__ is dict else None
 
-    return index
+            return field
+
+        def fields(value: Any) -> Any:
+            for key in keys:
+                if value.__class__ is not dict:
+                    return None
+                value = value.get(key)
+            return value
+
+        return fields
+
+    def path(value: Any) -> Any:
+        for is_field, key in steps:
+            if is_field:
+                if value.__class__ is not dict:
+                    return None
+                value = value.get(key)
+            else:
+                if value.__class__ is not list:
+                    return None
+                try:
+                    value = value[key]
+                except IndexError:
+                    return None
+        return value
+
+    return path
 
 
 def _chain(steps: list[Evaluator]) -> Evaluator:
-    if len(steps) == 1:
-        return steps[0]
-    if len(steps) == 2:
-        first, second = steps
-
-        def two(value: Any) -> Any:
-            return second(first(value))
-
-        return two
-
     def chain(value: Any) -> Any:
         for step in steps:
             value = step(value)
@@ -123,17 +151,16 @@ def _fast(node: dict[str, Any]) -> Evaluator | None:  # noqa: PLR0911 - one retu
     """A closure for ``node`` when every part of it has a fast form, else ``None``."""
     kind = node["type"]
     children: list[dict[str, Any]] = node.get("children", [])
-    if kind == "field":
-        return _field(node["value"])
-    if kind == "index":
-        return _index(node["value"])
+    steps_of_path = _steps(node)
+    if steps_of_path is not None:
+        return _path(steps_of_path)
     if kind == "current":
         return lambda value: value
     if kind == "literal":
         constant = node["value"]
         return lambda _value: constant
     parts = [_fast(child) for child in children]
-    if any(part is None for part in parts) or not parts:
+    if any(part is None for part in parts) or (not parts and kind != "function_expression"):
         return None
     steps: list[Evaluator] = [part for part in parts if part is not None]
     if kind in {"subexpression", "index_expression"}:
@@ -152,13 +179,57 @@ def _fast(node: dict[str, Any]) -> Evaluator | None:  # noqa: PLR0911 - one retu
             return None if value is None else [step(value) for step in steps]
 
         return select
+    return _fast_logic(kind, node, steps)
+
+
+def _numeric(value: Any) -> bool:
+    return value.__class__ is not bool and isinstance(value, int | float)
+
+
+def _equals(left: Any, right: Any) -> bool:
+    # JMESPath's equality: 0 and 1 never equal false and true (Python says they do).
+    if (_numeric(left) and left in (0, 1) and isinstance(right, bool)) or (
+        _numeric(right) and right in (0, 1) and isinstance(left, bool)
+    ):
+        return False
+    return bool(left == right)
+
+
+def _fast_logic(kind: str, node: dict[str, Any], steps: list[Evaluator]) -> Evaluator | None:
+    """``&&``, ``!``, ``==``/``!=`` and function calls over fast arguments."""
+    if kind == "and_expression":
+        left, right = steps
+
+        def both(value: Any) -> Any:
+            matched = left(value)
+            return matched if _is_false(matched) else right(value)
+
+        return both
+    if kind == "not_expression":
+        (inner,) = steps
+        return lambda value: _is_false(inner(value))
+    if kind == "comparator" and node["value"] in {"eq", "ne"}:
+        left, right = steps
+        equal = node["value"] == "eq"
+        return lambda value: _equals(left(value), right(value)) is equal
+    if kind == "function_expression":
+        name = node["value"]
+        call = _OPTIONS.custom_functions.call_function
+
+        def function(value: Any) -> Any:
+            try:
+                return call(name, [step(value) for step in steps])
+            except jmespath_errors.JMESPathError as error:
+                raise ExpressionError(f"{name}(): {_first_line(error)}") from None
+
+        return function
     return None
 
 
 class Expression:
     """One compiled expression; :meth:`search` evaluates it against a context."""
 
-    __slots__ = ("_fast", "_interpreter", "_parsed", "source")
+    __slots__ = ("_fast", "_interpreter", "_parsed", "evaluate", "source")
 
     def __init__(self, source: str) -> None:
         self.source = source
@@ -171,6 +242,8 @@ class Expression:
         self._fast = _fast(self._parsed.parsed)
         self._interpreter = TreeInterpreter(_OPTIONS)
         _check_functions(self._parsed.parsed)
+        #: The evaluation function itself (the fast closure when there is one), for hot loops.
+        self.evaluate: Evaluator = self._fast or self.search
 
     @property
     def is_fast(self) -> bool:
@@ -190,7 +263,7 @@ class Expression:
         try:
             return self._interpreter.visit(self._parsed.parsed, context)
         except jmespath_errors.JMESPathError as error:
-            raise ExpressionError(_first_line(error)) from None
+            raise ExpressionError(f"'{self.source}': {_first_line(error)}") from None
 
     def slow_search(self, context: Any) -> Any:
         """Evaluate with the JMESPath interpreter only (the reference the fast path must match)."""

@@ -17,6 +17,7 @@ Three outcomes per item, and one for the whole request:
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,7 +25,6 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from pydantic import ValidationError
 
 from courier_gateway.adapters.expressions import Expression, ExpressionError, compile_expression
 from courier_gateway.adapters.model import EventSpec, IgnoreRule, SplitStage, TimeSpec
@@ -37,7 +37,6 @@ from courier_gateway.adapters.times import (
     parse_offset,
     zone_named,
 )
-from courier_gateway.events import CourierEvent
 
 __all__ = [
     "Ignored",
@@ -295,20 +294,32 @@ class Mapper:
         self, context: dict[str, Any], *, source: str, where: str = "body"
     ) -> tuple[Mapped | Unmapped | Ignored, datetime | None]:
         """Map one item's context; the time is returned for ``history: latest``."""
+        try:
+            return self._map_item(context, source, where)
+        except ExpressionError as error:
+            # Only expressions using functions can fail, e.g. lower() given a number.
+            raise PayloadError(f"expression at {where}", str(error)) from None
+
+    def _map_item(
+        self, context: dict[str, Any], source: str, where: str
+    ) -> tuple[Mapped | Unmapped | Ignored, datetime | None]:
         for expression, reason in self.ignore_items:
-            if _truthy(_search(expression, context, f"ignoreItems ({expression.source})", where)):
+            if _truthy(expression.evaluate(context)):
                 return Ignored(reason), None
-        shipment_id = self._identifier(context, self.shipment_id, "event.shipmentId", where)
+        shipment_id = _identifier(self.shipment_id, context, "event.shipmentId", where)
         event_id, key = self._identity(context, source, where)
-        event_type = _search(self.event_type, context, "event.eventType", where)
-        if not isinstance(event_type, str) or not _EVENT_TYPE.match(event_type):
+        event_type = self.event_type.evaluate(context)
+        if event_type.__class__ is not str or not _EVENT_TYPE.match(event_type):
             raise PayloadError(
                 f"event.eventType at {where}",
                 f"'{self.event_type.source}' must give a lower-case type like"
                 f" shipment.status.updated, got {_describe(event_type)}",
             )
         payload: dict[str, Any] = {"shipmentId": shipment_id}
-        self._optional(context, payload, where)
+        self._optional(context, payload)
+        # The contract of a posted event holds for what is stored, mapped or not (ids are
+        # checked above; the provider's own values must be storable).
+        _check_storable(payload, where)
         event: dict[str, Any] = {
             "eventId": event_id,
             "eventType": event_type,
@@ -323,69 +334,39 @@ class Mapper:
             event["occurredAt"] = format_utc(moment)
             status, status_text = self._status(context)
         except _UnmappableError as problem:
-            # Stored as a dead letter: it must meet the contract too, status and time aside.
-            stand_in = {"occurredAt": "1970-01-02T00:00:00Z", "status": "created"}
-            _check_contract(
-                {
-                    **event,
-                    "occurredAt": stand_in["occurredAt"],
-                    "payload": {**payload, "status": stand_in["status"]},
-                },
-                where,
-            )
             return Unmapped(event, problem.check, problem.message, self.original(context)), moment
         if status == IGNORE:
             return Ignored(f"status {status_text[:80]!r} is mapped to ignore"), None
         payload["status"] = status
-        _check_contract(event, where)
         return Mapped(event), moment
-
-    def _identifier(
-        self, context: dict[str, Any], expression: Expression, name: str, where: str
-    ) -> str:
-        value = _search(expression, context, name, where)
-        if isinstance(value, int) and not isinstance(value, bool):
-            value = str(value)
-        if not isinstance(value, str) or not _ID.match(value):
-            raise PayloadError(
-                f"{name} at {where}",
-                f"'{expression.source}' must give 1-128 printable characters without spaces,"
-                f" got {_describe(value)}",
-            )
-        return value
 
     def _identity(self, context: dict[str, Any], source: str, where: str) -> tuple[str, str]:
         event_id = (
-            self._identifier(context, self.event_id, "event.eventId", where)
-            if self.event_id
-            else None
+            _identifier(self.event_id, context, "event.eventId", where) if self.event_id else None
         )
         if self.key_digest is not None:
-            values = [
-                _search(part, context, "event.idempotencyKey", where) for part in self.key_digest
-            ]
+            values = [part.evaluate(context) for part in self.key_digest]
             encoded = _dumps(values, f"event.idempotencyKey at {where}", sort=True)
-            digest = hashlib.sha256(encoded).hexdigest()
-            key = digest[:32]
+            key = hashlib.sha256(encoded).hexdigest()[:32]
         elif self.key_expression is not None:
-            key = self._identifier(context, self.key_expression, "event.idempotencyKey", where)
+            key = _identifier(self.key_expression, context, "event.idempotencyKey", where)
         else:
             assert event_id is not None
             key = event_id
         return event_id or key, f"{source}:{key}"
 
-    def _optional(self, context: dict[str, Any], payload: dict[str, Any], where: str) -> None:
+    def _optional(self, context: dict[str, Any], payload: dict[str, Any]) -> None:
         if self.order_id is not None:
-            order = _search(self.order_id, context, "event.orderId", where)
-            if isinstance(order, int) and not isinstance(order, bool):
+            order = self.order_id.evaluate(context)
+            if order.__class__ is int:
                 order = str(order)
-            if isinstance(order, str) and _ID.match(order):
+            if order.__class__ is str and _ID.match(order):
                 payload["orderId"] = order
             elif order is not None and order != "":
                 # Not an id the contract allows (spaces, too long): kept, under another name.
                 payload["orderReference"] = order
         for name, expression in self.optional:
-            value = _search(expression, context, f"event.{name}", where)
+            value = expression.evaluate(context)
             if value is not None:
                 payload[name] = value
 
@@ -464,20 +445,65 @@ def _latest(
 
 
 def _search(expression: Expression, context: Any, name: str, where: str = "") -> Any:
+    """Evaluate where a failure is a structural error naming ``name``."""
     try:
         return expression.search(context)
     except ExpressionError as error:
         raise PayloadError(f"{name} at {where}" if where else name, str(error)) from None
 
 
-def _check_contract(event: dict[str, Any], where: str) -> None:
-    """The contract of a posted event (ids, storable extras): the worker sees one shape."""
-    try:
-        CourierEvent.model_validate(event, strict=False)
-    except ValidationError as error:
-        first = error.errors(include_url=False, include_input=False)[0]
-        place = ".".join(str(part) for part in first["loc"])
-        raise PayloadError(f"{place} at {where}", first["msg"]) from None
+def _identifier(expression: Expression, context: dict[str, Any], name: str, where: str) -> str:
+    value = expression.evaluate(context)
+    if value.__class__ is int:
+        value = str(value)
+    if value.__class__ is not str or not _ID.match(value):
+        raise PayloadError(
+            f"{name} at {where}",
+            f"'{expression.source}' must give 1-128 printable characters without spaces,"
+            f" got {_describe(value)}",
+        )
+    return str(value)
+
+
+_INT64 = 2**63
+_MAX_DEPTH = 32
+
+
+def _check_storable(payload: dict[str, Any], where: str) -> None:
+    """What :class:`~courier_gateway.events.ShipmentPayload` demands of extra fields: MongoDB
+    must store them as sent (no integers beyond 64 bits, no NaN, no '$'/'.' keys, bounded
+    nesting). Text, the common case, costs one class check."""
+    for name, value in payload.items():
+        if value.__class__ is not str:
+            problem = _storable(value, 1)
+            if problem is not None:
+                raise PayloadError(f"payload.{name} at {where}", problem)
+
+
+def _storable(value: Any, depth: int) -> str | None:  # noqa: PLR0911 - one return per JSON type
+    if depth > _MAX_DEPTH:
+        return f"nested deeper than {_MAX_DEPTH} levels"
+    kind = value.__class__
+    if value is None or kind is str or kind is bool:
+        return None
+    if kind is int:
+        return None if -_INT64 <= value < _INT64 else "integer out of the 64-bit range"
+    if kind is float:
+        return None if math.isfinite(value) else "number out of range"
+    if kind is dict:
+        for key, item in value.items():
+            if key.startswith("$") or "." in key or "\x00" in key:
+                return f"key {key[:40]!r} cannot contain '.', NUL or start with '$'"
+            problem = _storable(item, depth + 1)
+            if problem is not None:
+                return problem
+        return None
+    if kind is list:
+        for item in value:
+            problem = _storable(item, depth + 1)
+            if problem is not None:
+                return problem
+    return None
 
 
 def _dumps(value: Any, check: str, *, sort: bool = False) -> bytes:

@@ -125,7 +125,17 @@ class TimeRule:
         elif self.format is TimeFormat.COMPACT:
             if not _COMPACT.match(text):
                 raise TimeParseError(f"{text[:40]!r} is not YYYYMMDDHHMMSS")
-            moment = self._strptime(text, "%Y%m%d%H%M%S")
+            try:  # by hand: strptime costs ten times as much
+                moment = datetime(
+                    int(text[0:4]),
+                    int(text[4:6]),
+                    int(text[6:8]),
+                    int(text[8:10]),
+                    int(text[10:12]),
+                    int(text[12:14]),
+                )
+            except ValueError as error:
+                raise TimeParseError(f"{text!r}: {error}") from None
         else:
             assert self.pattern is not None
             moment = self._strptime(text, self.pattern)
