@@ -338,3 +338,31 @@ def test_canonical_single_defects_get_the_reason_and_message_of_signatures_py(
         assert new.value.reason == old.value.reason, headers
         if old.value.reason != "mismatch" or scheme is not Scheme.STANDARD_WEBHOOKS:
             assert str(new.value) == str(old.value)
+
+
+def test_source_ip_check_and_the_trusted_proxy_header() -> None:
+    from courier_gateway.adapters.model import SourceIpCheck
+    from courier_gateway.adapters.verification import client_address, compile_checks
+
+    check_ip = compile_checks(
+        [SourceIpCheck(type="source-ip", cidrs=["34.70.0.0/16", "2001:db8::/32"])]
+    )
+
+    def verdict(client: str | None) -> str:
+        try:
+            check_ip.verify(Inbound(b"", headers_of({}), client=client), [], now=NOW, tolerance=300)
+        except VerificationError as error:
+            return error.reason
+        return "allowed"
+
+    assert verdict("34.70.29.163") == "allowed"
+    assert verdict("::ffff:34.70.29.163") == "allowed"
+    assert verdict("2001:db8::1") == "allowed"
+    assert verdict("10.0.0.1") == "ip_not_allowed"
+    assert verdict(None) == "ip_not_allowed"
+    forwarded = headers_of({"x-forwarded-for": "34.70.1.1, 10.9.8.7"})
+    # Only the configured header, and only the entry our proxy appended (the last), is believed.
+    assert client_address("10.0.0.2", forwarded, None) == "10.0.0.2"
+    assert client_address("10.0.0.2", forwarded, "X-Forwarded-For") == "10.9.8.7"
+    spoofed = headers_of({"x-forwarded-for": "34.70.1.1"})
+    assert client_address("10.0.0.2", spoofed, "X-Real-IP") == "10.0.0.2"

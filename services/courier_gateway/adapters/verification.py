@@ -47,6 +47,7 @@ __all__ = [
     "Template",
     "VerificationError",
     "Verifier",
+    "client_address",
     "compile_checks",
     "single_value",
 ]
@@ -625,3 +626,21 @@ def key_specs(specs: Sequence[Check]) -> list[KeySpec]:
         elif not isinstance(spec, SourceIpCheck):
             found.append(spec.key)
     return found
+
+
+def client_address(
+    peer: str | None, headers: ValuesGetter, trusted_header: str | None
+) -> str | None:
+    """The client's address for ``source-ip`` checks.
+
+    Only the header named by TRUSTED_PROXY_HEADER is believed, and only its last entry: that is
+    the one our own proxy appended; anything before it came from the client. Without the setting,
+    or without the header (a request that bypassed the proxy), the TCP peer is the client.
+    """
+    if trusted_header is None:
+        return peer
+    values = headers(trusted_header.lower())
+    if not values:
+        return peer
+    last = values[-1].split(",")[-1].strip()
+    return last or peer
