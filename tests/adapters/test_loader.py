@@ -198,3 +198,35 @@ def test_reload_picks_up_changes_and_keeps_the_last_good_version(tmp_path: Path)
 def test_adapters_dir_must_be_a_directory(tmp_path: Path) -> None:
     with pytest.raises(AdapterError, match="is not a directory"):
         load_registry(tmp_path / "missing")
+
+
+def test_an_unmapped_item_is_re_mapped_from_its_original_by_the_fixed_adapter(
+    tmp_path: Path,
+) -> None:
+    registry = load_registry(None)
+    dhl = registry.get("dhl")
+    assert dhl is not None and dhl.document.sample is not None
+    sent = json.loads(dhl.document.sample)
+    sent["shipments"][0]["events"][1]["statusCode"] = "handed-over"
+    results = dhl.map_body(
+        json.dumps(sent).encode(), source="dhl-eu", default_source="courier"
+    ).results
+    (unmapped,) = [r for r in results if isinstance(r, Unmapped)]
+    # Still unmapped with the adapter as it was.
+    again = dhl.remap(unmapped.original, source="dhl-eu")
+    assert isinstance(again, Unmapped)
+    assert again.event == unmapped.event
+    write(
+        tmp_path,
+        "dhl.yaml",
+        "name: dhl\nextends: dhl\nevent:\n  status:\n    map: {handed-over: in_transit}\n",
+    )
+    fixed = load_registry(tmp_path).get("dhl")
+    assert fixed is not None
+    remapped = fixed.remap(unmapped.original, source="dhl-eu")
+    assert isinstance(remapped, Mapped)
+    # The same event (ids, key, time), now with its status.
+    assert remapped.event["idempotencyKey"] == unmapped.event["idempotencyKey"]
+    assert remapped.event["eventId"] == unmapped.event["eventId"]
+    assert remapped.event["occurredAt"] == unmapped.event["occurredAt"]
+    assert remapped.event["payload"] == {**unmapped.event["payload"], "status": "in_transit"}

@@ -13,7 +13,14 @@ from typing import Any
 import orjson
 
 from courier_gateway.adapters.keys import Secret, decode_key
-from courier_gateway.adapters.mapping import Mapped, Mapper, Mapping, PayloadError
+from courier_gateway.adapters.mapping import (
+    Ignored,
+    Mapped,
+    Mapper,
+    Mapping,
+    PayloadError,
+    Unmapped,
+)
 from courier_gateway.adapters.model import AdapterDocument, HandshakeSpec, KeySpec
 from courier_gateway.adapters.statusmap import IGNORE
 from courier_gateway.adapters.verification import (
@@ -110,6 +117,27 @@ class Adapter:
     ) -> str | None:
         """The id of the key that verified the request; raise ``VerificationError``."""
         return self.verifier.verify(request, secrets, now=now, tolerance=tolerance)
+
+    def remap(self, original: str, *, source: str) -> Mapped | Unmapped | Ignored:
+        """Map an unmapped item's stored original again, with this adapter as it is now.
+
+        Raise :class:`PayloadError` when the original no longer fits the adapter's shape.
+        """
+        if self.mapper is None:
+            raise PayloadError(
+                "adapter", f"{self.name!r} takes canonical events; nothing to re-map"
+            )
+        try:
+            context: Any = orjson.loads(original)
+        except orjson.JSONDecodeError:
+            raise PayloadError("original", "not valid JSON") from None
+        if not isinstance(context, dict):
+            raise PayloadError("original", "must be a JSON object")
+        context.setdefault("body", {})
+        context.setdefault("headers", {})
+        context.setdefault("query", {})
+        result, _ = self.mapper.map_item(context, source=source, where="the stored original")
+        return result
 
     def map_body(
         self,
