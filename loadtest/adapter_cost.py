@@ -97,12 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return 0
-    print(f"{'adapter':<18} {'events':>6} {'bytes':>6} {'map µs/req':>11} {'map µs/event':>13} {'verify µs':>10}")
+    line = "{:<18} {:>6} {:>6} {:>11} {:>13} {:>10}"
+    print(line.format("adapter", "events", "bytes", "map µs/req", "map µs/event", "verify µs"))
     for row in rows:
-        print(
-            f"{row['adapter']:<18} {row['events']:>6} {row['bodyBytes']:>6}"
-            f" {row['mapUsPerRequest']:>11} {row['mapUsPerEvent']:>13} {row['verifyUsPerRequest']:>10}"
-        )
+        keys = ("adapter", "events", "bodyBytes", "mapUsPerRequest", "mapUsPerEvent")
+        print(line.format(*(row[key] for key in keys), row["verifyUsPerRequest"]))
     return 0
 
 
