@@ -26,6 +26,8 @@ class StatusMapError(ValueError):
 
 def status_key(value: Any) -> str | None:
     """The lookup key of a status value: text, a number, or a list of them joined with ``|``."""
+    if value.__class__ is str:
+        return str(value)
     if value is None:
         return None
     if isinstance(value, list):
@@ -54,7 +56,7 @@ class _Pattern:
 class StatusMap:
     """A compiled status map."""
 
-    __slots__ = ("_exact", "_ignore_case", "_patterns", "entries")
+    __slots__ = ("_cache", "_exact", "_ignore_case", "_patterns", "entries")
 
     def __init__(self, entries: Mapping[str, str], *, ignore_case: bool = False) -> None:
         self.entries = dict(entries)
@@ -69,9 +71,22 @@ class StatusMap:
             else:
                 self._exact[folded] = target
         self._patterns = tuple(patterns)
+        # Carriers use a few dozen codes: remembering each answer skips the wildcard scan.
+        self._cache: dict[str, str | None] = {}
 
     def lookup(self, key: str) -> str | None:
         """The target for ``key`` (a canonical status or ``ignore``), or ``None``: unmapped."""
+        try:
+            return self._cache[key]
+        except KeyError:
+            pass
+        found = self._lookup(key)
+        if len(self._cache) >= 4096:  # bounded whatever a provider sends
+            self._cache.clear()
+        self._cache[key] = found
+        return found
+
+    def _lookup(self, key: str) -> str | None:
         folded = key.lower() if self._ignore_case else key
         found = self._exact.get(folded)
         if found is not None:

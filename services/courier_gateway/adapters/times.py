@@ -71,8 +71,9 @@ def parse_offset(value: Any) -> tzinfo:
 
 def format_utc(moment: datetime) -> str:
     """RFC 3339 in UTC with a ``Z`` (microseconds only when present)."""
-    text = moment.astimezone(UTC).replace(tzinfo=None).isoformat()
-    return text + "Z"
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    return moment.replace(tzinfo=None).isoformat() + "Z"
 
 
 @dataclass(frozen=True, slots=True)
