@@ -77,6 +77,7 @@ def measure(seconds: float) -> list[dict[str, Any]]:
         rows.append(
             {
                 "adapter": adapter.name,
+                "format": adapter.document.format,
                 "events": events,
                 "bodyBytes": len(body),
                 "mapUsPerRequest": round(map_seconds * 1e6, 1),

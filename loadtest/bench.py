@@ -9,7 +9,9 @@ Every scenario runs against a freshly started local stack (``loadtest/stack.py``
 - (d) the bare Sanic endpoint with the same number of processes, 100 connections, 30 s: the
   reference for the intake/bare ratio;
 - (e) worker drain: a backlog of N events accepted with no worker, then the worker is started and
-  timed until all are terminal (events/s, CPU ms and store round trips per event).
+  timed until all are terminal (events/s, CPU ms and store round trips per event);
+- adapter mapping cost: ``loadtest/adapter_cost.py`` in-process, CPU µs per event for every
+  built-in adapter's documented sample.
 
 (b), (c) and (d) run ``--runs`` times each, interleaved, and are reported as medians. Every
 bench run is appended to ``docs/benchmarks/results.json``; ``docs/benchmarks.md`` shows the
@@ -34,6 +36,7 @@ from typing import Any
 
 from courier_gateway.config.sources import DEFAULT_SOURCE, Scheme
 from loadtest import report
+from loadtest.adapter_cost import measure as measure_adapter_cost
 from loadtest.endtoend import check_stream, histogram_percentiles, wait_terminal
 from loadtest.engine import run_wrk
 from loadtest.machine import describe
@@ -61,6 +64,7 @@ TARGETS: tuple[tuple[str, str, str, float, str, str], ...] = (
     ("cpu_per_event", "worker CPU per event (e)", "<=", 1, " ms", "-"),
     ("rss_ingress", "peak RSS per ingress process", "<=", 100, " MB", "API 149-232 MB"),
     ("rss_worker", "peak RSS of the worker", "<=", 150, " MB", "119 MB"),
+    ("adapter_cost", "adapter mapping CPU per event, slowest built-in", "<=", 30, " µs", "-"),
 )
 
 #: The original's figures for the same scenarios (shared/reference/original-measured.md).
@@ -269,7 +273,9 @@ def _goal(comparison: str, threshold: float, unit: str) -> str:
     return f"{sign} {number}{unit}"
 
 
-def evaluate_targets(scenarios: dict[str, Result], drain: Result) -> list[dict[str, Any]]:
+def evaluate_targets(
+    scenarios: dict[str, Result], drain: Result, adapter_cost: list[Result] | None = None
+) -> list[dict[str, Any]]:
     """The measured value of each target and whether it is met."""
     b, d = scenarios["b"], scenarios["d"]
     gateway = [scenarios[name] for name in ("a", "b", "c")]
@@ -298,6 +304,10 @@ def evaluate_targets(scenarios: dict[str, Result], drain: Result) -> list[dict[s
         "cpu_per_event": drain["workerCpuMsPerEvent"],
         "rss_ingress": max(ingress_rss, default=None),
         "rss_worker": max(worker_rss, default=None),
+        "adapter_cost": max(
+            (row["mapUsPerEvent"] for row in adapter_cost or [] if row["format"] == "mapped"),
+            default=None,
+        ),
     }
     rows = []
     for key, what, comparison, threshold, unit, original in TARGETS:
@@ -354,6 +364,8 @@ def run_bench(options: BenchOptions, *, command: str) -> Result:
             f" {drain['workerCpuMsPerEvent']} CPU ms/event,"
             f" {drain['storeRoundTripsPerEvent']} round trips/event, lost {drain['lost']}"
         )
+        _say("adapter mapping cost …")
+        adapter_cost = measure_adapter_cost(2.0)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     scenarios = {"a": original} | {
@@ -371,7 +383,8 @@ def run_bench(options: BenchOptions, *, command: str) -> Result:
         "machine": machine,
         "scenarios": list(scenarios.values()),
         "drain": drain,
-        "targets": evaluate_targets(scenarios, drain),
+        "adapterCost": adapter_cost,
+        "targets": evaluate_targets(scenarios, drain, adapter_cost),
     }
     write_outputs(record, options.docs)
     return record
@@ -489,6 +502,28 @@ def _drain_table(drain: Result, options: dict[str, Any]) -> str:
         " (`--events-per-shipment`): concurrent jobs for one shipment then sometimes need the"
         " extra read and history update of an event that turned out older; with 1 there are"
         " none.\n"
+    )
+
+
+def _adapter_cost_table(rows: list[Result]) -> str:
+    lines = [
+        "| adapter | events in the sample | body bytes | map µs per request | map µs per event"
+        " | verify µs per request |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['adapter']} | {row['events']} | {row['bodyBytes']:,}"
+            f" | {_fmt(row['mapUsPerRequest'])} | {_fmt(row['mapUsPerEvent'])}"
+            f" | {_fmt(row['verifyUsPerRequest'])} |"
+        )
+    return (
+        "\n".join(lines)
+        + "\n\nCPU time of one process mapping each built-in adapter's documented sample (JSON"
+        " parsing, ignore rules, splitting, mapping; verification separately), the least"
+        " disturbed of five rounds: `python -m loadtest.adapter_cost`. `v1`,"
+        " `standard-webhooks` and `legacy-body` are the canonical format's own parse, for"
+        " comparison.\n"
     )
 
 
@@ -611,6 +646,10 @@ def render_markdown(history: list[Result]) -> str:
         "#### Processes (peak RSS sampled every 0.1 s; CPU time over the scenario)",
         "",
         report.process_table([*scenarios, latest["drain"]]),
+    ]
+    if latest.get("adapterCost"):
+        parts += ["#### Adapter mapping cost", "", _adapter_cost_table(latest["adapterCost"])]
+    parts += [
         "### Targets",
         "",
         _targets_table(latest["targets"]),
