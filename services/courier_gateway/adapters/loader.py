@@ -22,7 +22,6 @@ from pydantic import ValidationError
 
 from courier_gateway.adapters.adapter import Adapter, AdapterError
 from courier_gateway.adapters.model import AdapterDocument
-from courier_gateway.config._errors import describe_validation_error
 
 __all__ = ["AdapterRegistry", "builtin_registry", "load_adapter_file", "load_registry"]
 
@@ -125,6 +124,9 @@ def _resolve(
 
 
 def _build(raw: _Raw, document: dict[str, Any]) -> Adapter:
+    # Imported here: the configuration package imports the adapters (sources use them).
+    from courier_gateway.config._errors import describe_validation_error
+
     try:
         parsed = AdapterDocument.model_validate(document)
     except ValidationError as error:

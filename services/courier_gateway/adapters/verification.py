@@ -57,6 +57,7 @@ HASHES: dict[str, Callable[..., Any]] = {
     "sha512": hashlib.sha512,
     "sha1": hashlib.sha1,
 }
+_DIGEST_SIZES = {function: function().digest_size for function in HASHES.values()}
 ValuesGetter = Callable[[str], Sequence[str]]
 
 
@@ -64,7 +65,7 @@ def _no_values(_name: str) -> Sequence[str]:
     return ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per request, and frozen __init__ costs more
 class Inbound:
     """What verification may look at: raw body, headers, query and the client's address."""
 
@@ -204,9 +205,12 @@ class Template:
 # --- signatures -------------------------------------------------------------------------------
 
 
+_HEX = re.compile(r"[0-9a-fA-F]+")
+
+
 def _decode(text: str, encoding: str) -> bytes:
     if encoding == "hex":
-        if not re.fullmatch(r"[0-9a-fA-F]+", text) or len(text) % 2:
+        if not _HEX.fullmatch(text) or len(text) % 2:
             raise ValueError("not hex")
         return bytes.fromhex(text)
     if encoding == "base64url":
@@ -226,11 +230,12 @@ class _SignatureReader:
         self.where = (
             f"header {spec.header.lower()}" if spec.header else f"query parameter {spec.query}"
         )
+        self.header = spec.header.lower() if spec.header else None
 
     def raw(self, request: Inbound) -> str:
         spec = self.spec
-        if spec.header is not None:
-            value = _header(request, spec.header.lower())
+        if self.header is not None:
+            value = _header(request, self.header)
         else:
             assert spec.query is not None
             value = _query(request, spec.query)
@@ -249,13 +254,13 @@ class _SignatureReader:
                     "malformed_signature", f"{self.where} must start with '{spec.prefix}'"
                 )
             raw = raw[len(spec.prefix) :]
-        if spec.encoding == "hex" and (
-            len(raw) != digest_size * 2 or not re.fullmatch(r"[0-9a-fA-F]+", raw)
-        ):
-            raise VerificationError(
-                "malformed_signature",
-                f"{self.where} must be {digest_size * 2} hex digits for {algorithm_label}",
-            )
+        if spec.encoding == "hex":
+            if len(raw) != digest_size * 2 or not _HEX.fullmatch(raw):
+                raise VerificationError(
+                    "malformed_signature",
+                    f"{self.where} must be {digest_size * 2} hex digits for {algorithm_label}",
+                )
+            return _Signature([bytes.fromhex(raw)], {})
         try:
             decoded = _decode(raw, spec.encoding)
         except (binascii.Error, ValueError):
@@ -318,6 +323,8 @@ class _Timestamp:
     def __init__(self, spec: TimestampSpec, signature_where: str) -> None:
         self.spec = spec
         self.digits = 12 if spec.unit == "seconds" else 15
+        self.pattern = re.compile(f"[0-9]{{1,{self.digits}}}")
+        self.header = spec.header.lower() if spec.header else None
         if spec.header is not None:
             self.where = f"header {spec.header.lower()}"
         elif spec.query is not None:
@@ -327,8 +334,8 @@ class _Timestamp:
 
     def read(self, request: Inbound, signature: _Signature | None) -> str:
         spec = self.spec
-        if spec.header is not None:
-            text = _header(request, spec.header.lower())
+        if self.header is not None:
+            text = _header(request, self.header)
         elif spec.query is not None:
             text = _query(request, spec.query)
         else:
@@ -338,7 +345,7 @@ class _Timestamp:
             if text is None:
                 raise VerificationError("malformed_signature", f"{self.where} is missing")
         assert text is not None
-        if not re.fullmatch(f"[0-9]{{1,{self.digits}}}", text):
+        if not self.pattern.fullmatch(text):
             raise VerificationError("malformed_timestamp", f"{self.where} must be unix {spec.unit}")
         return text
 
@@ -372,12 +379,13 @@ class _Algorithm:
             self.values = {name.lower(): HASHES[value] for name, value in spec.values.items()}
             if spec.default.lower() not in self.values:
                 raise ValueError("algorithm.default must be one of algorithm.values")
+            self.header = spec.header.lower()
 
     def pick(self, request: Inbound) -> tuple[Callable[..., Any], str]:
         spec = self.spec
         if not isinstance(spec, AlgorithmFromHeader):
             return HASHES[spec], f"hmac-{spec}" if self.kind == "hmac" else spec
-        name = (_header(request, spec.header.lower(), required=False) or spec.default).lower()
+        name = (_header(request, self.header, required=False) or spec.default).lower()
         function = self.values.get(name)
         if function is None:
             raise VerificationError(
@@ -421,7 +429,7 @@ class _DigestCheck:
                 )
         raw = self.reader.raw(request)
         function, label = self.algorithm.pick(request)
-        digest_size = function().digest_size
+        digest_size = _DIGEST_SIZES[function]
         signature: _Signature | None = None
         if self.timestamp is not None and self.timestamp.spec.signatureKey is not None:
             signature = self.reader.read(raw, digest_size, label)
@@ -432,25 +440,13 @@ class _DigestCheck:
         if signature is None:
             signature = self.reader.read(raw, digest_size, label)
         keys = [(secret.id, secret.for_check(self.key_spec)) for secret in secrets]
-        matched = self._match(
-            template=self.template,
-            request=request,
-            timestamp=timestamp,
-            keys=keys,
-            function=function,
-            signature=signature,
-        )
+        signed = self.template.render(request, timestamp) if self.keyed else b""
+        matched = self._match(self.template, signed, request, timestamp, keys, function, signature)
         if matched is not None:
             return matched
         for template, misuse in self.misuse:
-            found = self._match(
-                template=template,
-                request=request,
-                timestamp=timestamp,
-                keys=keys,
-                function=function,
-                signature=signature,
-            )
+            signed = template.render(request, timestamp)
+            found = self._match(template, signed, request, timestamp, keys, function, signature)
             if found is not None:
                 raise VerificationError(misuse.reason, misuse.message)
         raise VerificationError(
@@ -459,17 +455,17 @@ class _DigestCheck:
             f" {self.template.describe()} under any active key of this source",
         )
 
-    def _match(
+    def _match(  # noqa: PLR0917 - the one hot internal call, kept positional
         self,
-        *,
         template: Template,
+        signed: bytes,
         request: Inbound,
         timestamp: str | None,
         keys: list[tuple[str, bytes | None]],
         function: Callable[..., Any],
         signature: _Signature,
     ) -> str | None:
-        signed = template.render(request, timestamp) if self.keyed else b""
+        candidates = signature.candidates
         for key_id, key in keys:
             if key is None:
                 continue
@@ -477,8 +473,9 @@ class _DigestCheck:
                 digest = hmac.new(key, signed, function).digest()
             else:
                 digest = function(template.render(request, timestamp, key)).digest()
-            if any(hmac.compare_digest(digest, candidate) for candidate in signature.candidates):
-                return key_id
+            for candidate in candidates:
+                if hmac.compare_digest(digest, candidate):
+                    return key_id
         return None
 
 
@@ -614,7 +611,8 @@ def _compile_one(spec: Check) -> Verifier:
 
 def compile_checks(specs: Sequence[Check]) -> Verifier:
     """One verifier for the whole ``verify`` list (every check must pass)."""
-    return _AllOf([_compile_one(spec) for spec in specs])
+    checks = [_compile_one(spec) for spec in specs]
+    return checks[0] if len(checks) == 1 else _AllOf(checks)
 
 
 def key_specs(specs: Sequence[Check]) -> list[KeySpec]:
