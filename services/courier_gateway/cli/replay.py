@@ -80,6 +80,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--dry-run", action="store_true", help="list what would happen, change nothing"
     )
     parser.add_argument("--discard", action="store_true", help="mark the entries discarded instead")
+    parser.add_argument(
+        "--adapter",
+        help="re-map UNMAPPED entries with this adapter instead of the one they came through",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
@@ -135,6 +139,7 @@ async def _record_summary(redis: Redis, stream: str, result: ReplayResult) -> No
 async def _run(args: argparse.Namespace, settings: Settings) -> ReplayResult:
     # Imported here: the command line is parsed by every role, and the ingress must not load
     # prometheus-client before it has chosen its multiprocess directory.
+    from courier_gateway.config.sources import load_adapters
     from courier_gateway.store import open_store
     from courier_gateway.worker.replay import replay
 
@@ -152,6 +157,8 @@ async def _run(args: argparse.Namespace, settings: Settings) -> ReplayResult:
             rate=args.rate,
             dry_run=args.dry_run,
             discard=args.discard,
+            adapters=load_adapters(settings),
+            adapter_override=args.adapter,
         )
         if args.request_id:
             await _record_summary(redis, settings.queue_stream, result)

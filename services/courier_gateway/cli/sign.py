@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from courier_gateway.config import ConfigError, Scheme, Settings, load_sources
-from courier_gateway.config.sources import DEFAULT_SOURCE, decode_secret
+from courier_gateway.config.sources import DEFAULT_SOURCE, Source, decode_secret
 from courier_gateway.signatures import ALGORITHMS, sign
 
 __all__ = [
@@ -149,14 +149,21 @@ def _resolve(args: argparse.Namespace, settings: Settings) -> tuple[Scheme, byte
             f"--source: no source named {args.source!r} is configured; pass --secret"
             " or configure it (SIGNING_SECRET, SOURCES_FILE)"
         )
-    return scheme or source.scheme, source.keys[0].secret
+    chosen = scheme or source.scheme
+    if chosen is None:
+        raise ConfigError(f"--source: {args.source!r} uses an adapter; sign with --adapter")
+    return chosen, source.keys[0].secret
+
+
+def _configured_source(name: str, settings: Settings) -> Source | None:
+    try:
+        return load_sources(settings).get(name)
+    except ConfigError:
+        return None
 
 
 def _configured_scheme(source: str, settings: Settings) -> Scheme | None:
-    try:
-        found = load_sources(settings).get(source)
-    except ConfigError:
-        return None
+    found = _configured_source(source, settings)
     return found.scheme if found else None
 
 
@@ -170,6 +177,30 @@ def _read_body(path: Path) -> bytes:
     except orjson.JSONDecodeError:
         raise ConfigError(f"{path}: is not valid JSON") from None
     return body
+
+
+def _adapter_body(args: argparse.Namespace, adapter: Any, source: str) -> bytes:
+    if args.event_file is not None:
+        return _read_body(args.event_file)
+    if adapter.document.sample is not None:
+        return orjson.dumps(orjson.loads(adapter.document.sample))
+    return orjson.dumps(sample_event(source))
+
+
+def _adapter_secret(args: argparse.Namespace, adapter: Any, source: str, settings: Settings) -> str:
+    if args.secret_file is not None:
+        args.secret = read_secret_file(args.secret_file)
+    if not args.secret:
+        configured = _configured_source(source, settings)
+        if configured is not None and configured.adapter.name == adapter.name:
+            args.secret = configured.keys[0].text
+    if not args.secret:
+        raise ConfigError(
+            "--secret: required with --adapter (the key the provider was given), unless --source"
+            " names a configured source of that adapter"
+        )
+    secret: str = args.secret
+    return secret
 
 
 def _run_adapter(args: argparse.Namespace, settings: Settings) -> int:
@@ -187,19 +218,11 @@ def _run_adapter(args: argparse.Namespace, settings: Settings) -> int:
             f"--adapter: no adapter named {args.adapter!r} (`courier-gateway adapters list`)"
         )
     source = args.source or adapter.name
-    if args.event_file is not None:
-        body = _read_body(args.event_file)
-    elif adapter.document.sample is not None:
-        body = orjson.dumps(orjson.loads(adapter.document.sample))
-    else:
-        body = orjson.dumps(sample_event(source))
-    if args.secret_file is not None:
-        args.secret = read_secret_file(args.secret_file)
-    if not args.secret:
-        raise ConfigError("--secret: required with --adapter (the key the provider was given)")
+    body = _adapter_body(args, adapter, source)
+    secret = _adapter_secret(args, adapter, source, settings)
     try:
         signed = sign_request(
-            adapter, body, args.secret, now=int(time.time()), alternative=args.alternative
+            adapter, body, secret, now=int(time.time()), alternative=args.alternative
         )
     except ValueError as error:
         raise ConfigError(f"--secret: {error}") from None
@@ -220,6 +243,12 @@ def _run_adapter(args: argparse.Namespace, settings: Settings) -> int:
 def run(args: argparse.Namespace) -> int:
     """Print the signed request; exit code 2 names a missing secret or unreadable event file."""
     settings = Settings.from_env()
+    if args.adapter is None and args.scheme is None:
+        # A source configured with a provider's adapter is signed the provider's way.
+        configured = _configured_source(args.source or DEFAULT_SOURCE, settings)
+        if configured is not None and configured.scheme is None:
+            args.adapter = configured.adapter.name
+            args.source = configured.name
     if args.adapter is not None:
         return _run_adapter(args, settings)
     args.source = args.source or DEFAULT_SOURCE

@@ -104,8 +104,21 @@ def _ready(url: str) -> bool:
 def _announce(url: str, secret: str | None, settings: Settings) -> None:
     sources = load_sources(settings)
     source = sources.get(DEFAULT_SOURCE) or next(iter(sources.values()))
-    body = orjson.dumps(sample_event(source.name))
-    headers = build_request(body, scheme=source.scheme, secret=source.keys[0].secret)
+    key = source.keys[0]
+    if source.scheme is not None:
+        body = orjson.dumps(sample_event(source.name))
+        headers = build_request(body, scheme=source.scheme, secret=key.secret)
+        query = ""
+    else:  # a provider's source: its sample, signed the provider's way
+        import time
+        from urllib.parse import urlencode
+
+        from courier_gateway.adapters.signing import sign_request
+
+        adapter = source.adapter
+        body = (adapter.document.sample or "{}").encode()
+        signed = sign_request(adapter, body, key.text or "", now=int(time.time()))
+        headers, query = signed.headers, ("?" + urlencode(signed.query) if signed.query else "")
     lines = [
         "",
         f"Courier Gateway is running at {url}",
@@ -117,7 +130,7 @@ def _announce(url: str, secret: str | None, settings: Settings) -> None:
         "",
         "Send a signed event (valid for 5 minutes; `courier-gateway sign` makes fresh ones):",
         "",
-        curl_command(f"{url}/v1/events/{source.name}", headers, body),
+        curl_command(f"{url}/v1/events/{source.name}{query}", headers, body),
         "",
         "Press Ctrl-C to stop.",
         "",

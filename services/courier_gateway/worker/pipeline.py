@@ -28,7 +28,12 @@ from courier_gateway.observability.worker_metrics import (
 )
 from courier_gateway.queue.messages import ledger_id, tenant_of
 from courier_gateway.worker.downstream import Downstream
-from courier_gateway.worker.errors import DeferredError, ProcessingError, classify
+from courier_gateway.worker.errors import (
+    DeferredError,
+    ProcessingError,
+    TerminalError,
+    classify,
+)
 from courier_gateway.worker.ledger import Busy, Duplicate, Ledger, now
 from courier_gateway.worker.shipments import Shipments, check_event
 
@@ -132,6 +137,12 @@ class Pipeline:
                 wait = max(0.05, (claim.until - datetime.now(UTC)).total_seconds() + 0.05)
                 raise DeferredError("EVENT_BUSY", "another worker holds this event", delay=wait)
             token = claim.token
+            unmapped = envelope.get("unmapped")
+            if unmapped is not None:
+                # Accepted at intake with the provider's original item; kept for review and a
+                # replay that re-maps it once the adapter knows the status (or time).
+                what = f"{unmapped.get('check')}: {unmapped.get('message')}"
+                raise TerminalError("UNMAPPED", f"adapter {unmapped.get('adapter')}: {what}")
             check_event(event)
             if not claim.applied:
                 with span("apply shipment", parent=job):
