@@ -9,7 +9,8 @@ one new (older) scan adds exactly one history entry and never regresses the stat
 adapter does not know is dead-lettered UNMAPPED with the provider's original item, and after an
 adapter file adds it (ADAPTERS_DIR, no restart) ``courier-gateway replay`` applies it and new
 requests map. A batch with one malformed event and a rate-limited batch enqueue nothing. Ship24's
-HEAD probe is answered 200.
+HEAD probe is answered 200. Generated provider requests (hypothesis) never get a 5xx, and a batch
+is either queued whole (every event queued or a duplicate) or refused with nothing queued.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from courier_gateway.adapters import builtin_registry
 from courier_gateway.adapters.signing import SignedRequest, alternatives, sign_request
@@ -395,3 +398,82 @@ def test_probes_are_answered_per_adapter(stack) -> None:
     assert refused.headers["allow"] == "POST"
     assert httpx.get(f"{env.url}/v1/events/ship24").headers["allow"] == "POST, HEAD"
     assert httpx.head(f"{env.url}/v1/events/nosuch").status_code == 404
+
+
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 2**40),
+    st.text(max_size=12),
+    st.sampled_from(["delivered", "in_transit", "2021-03-04T17:12:57", "", "a b", "$x"]),
+)
+json_values = st.recursive(
+    scalars,
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["eventId", "events", "trackings", "statusMilestone", "x"]),
+            children,
+            max_size=3,
+        )
+    ),
+    max_leaves=10,
+)
+
+
+@st.composite
+def provider_requests(draw: st.DrawFn) -> tuple[str, bytes]:
+    """A Ship24 or AfterShip body: the sample or a batch with random edits, or random JSON."""
+    name = draw(st.sampled_from(["ship24", "aftership"]))
+    adapter = REGISTRY.get(name)
+    assert adapter is not None and adapter.document.sample is not None
+    if draw(st.integers(0, 4)) == 0:
+        return name, json.dumps(draw(json_values)).encode()
+    document = json.loads(adapter.document.sample)
+    if name == "ship24":
+        document = copy.deepcopy(
+            next(c for c in cases("ship24") if c["name"] == "3 trackings x 2 events")["body"]
+        )
+        run = draw(st.integers(0, 10**9))
+        for tracking in document["trackings"]:
+            for event in tracking["events"]:
+                event["eventId"] = f"h{run}-{event['eventId']}"
+        for _ in range(draw(st.integers(0, 3))):
+            tracking = draw(st.sampled_from(document["trackings"]))
+            event = draw(st.sampled_from(tracking["events"]))
+            field = draw(
+                st.sampled_from(
+                    ["eventId", "statusMilestone", "occurrenceDatetime", "trackingNumber"]
+                )
+            )
+            event[field] = draw(json_values)
+    else:
+        document["event_id"] = f"h-{draw(st.integers(0, 10**9))}"
+        document["msg"][draw(st.sampled_from(["tag", "tracking_number", "order_id"]))] = draw(
+            json_values
+        )
+    return name, json.dumps(document).encode()
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(case=provider_requests())
+def test_property_never_a_5xx_never_a_partial_batch(stack, case: tuple[str, bytes]) -> None:
+    env, _ = stack
+    name, body = case
+    before = stream_length(env)
+    answer = post(env, name, body, sign(name, body))
+    added = stream_length(env) - before
+    assert answer.status_code in {200, 400}, answer.text
+    document = answer.json()
+    if answer.status_code == 400:
+        assert document["errorCode"] == "INVALID_PAYLOAD"
+        assert added == 0  # refused whole: nothing of the batch was queued
+        return
+    events = document["events"]
+    # Every event of the batch is on the stream (queued now) or was before (a duplicate).
+    assert document["queued"] + document["duplicates"] == len(events)
+    assert added == document["queued"]
