@@ -28,6 +28,8 @@ __all__ = ["AdapterRegistry", "builtin_registry", "load_adapter_file", "load_reg
 log = logging.getLogger(__name__)
 
 _SUFFIXES = (".yaml", ".yml")
+# libyaml's safe loader when PyYAML was built with it: every ingress process loads the adapters.
+_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +41,7 @@ class _Raw:
 
 def _read(text: str, origin: str) -> dict[str, Any]:
     try:
-        document = yaml.safe_load(text)
+        document = yaml.load(text, Loader=_LOADER)  # noqa: S506 - a safe loader, in C if built
     except yaml.YAMLError as error:
         reason = str(error).splitlines()[0]
         mark = getattr(error, "problem_mark", None)

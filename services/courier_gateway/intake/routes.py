@@ -204,7 +204,7 @@ async def _accept(
     )
 
 
-_PROBE_METHODS = ["HEAD", "GET", "OPTIONS", "PUT", "PATCH", "DELETE"]
+_PROBE_METHODS = ["HEAD", "GET", "OPTIONS"]
 
 
 async def probe_source(request: Request, source: str) -> HTTPResponse:
