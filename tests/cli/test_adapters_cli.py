@@ -165,3 +165,41 @@ def test_sign_adapter_refuses_clearly() -> None:
     short = cli("sign", "--adapter", "fedex", "--secret", "short")
     assert short.returncode == 2
     assert "--secret: a secret must be at least 8 characters" in short.stderr
+
+
+def test_a_broken_adapter_file_stops_the_ingress_naming_file_and_field(tmp_path: Path) -> None:
+    adapters = tmp_path / "adapters"
+    adapters.mkdir()
+    (adapters / "fedex.yaml").write_text(
+        "name: fedex\nextends: fedex\nevent:\n  status:\n    map: {PX: teleported}\n"
+    )
+    sources = tmp_path / "sources.yaml"
+    sources.write_text(
+        "sources:\n  fedex:\n    adapter: fedex\n    secrets: [{id: k1, value: a-fedex-token-1}]\n"
+    )
+    result = cli(
+        "ingress",
+        env={
+            "REDIS_URL": "redis://127.0.0.1:1/0",  # never contacted: start-up stops first
+            "SOURCES_FILE": str(sources),
+            "ADAPTERS_DIR": str(adapters),
+        },
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"courier-gateway: configuration error: ADAPTERS_DIR {adapters / 'fedex.yaml'}:"
+        " event.status.map.PX: 'teleported' is not a shipment status (one of at_hub, cancelled,"
+        " created, customs_hold, delivered, delivery_failed, exception, ignore, in_transit,"
+        " label_created, on_hold, out_for_delivery, picked_up, returned, returning)"
+    )
+    sources.write_text(
+        "sources:\n  acme:\n    adapter: acme\n    secrets: [{id: k1, value: a-token-123}]\n"
+    )
+    (adapters / "fedex.yaml").unlink()
+    unknown = cli(
+        "ingress", env={"REDIS_URL": "redis://127.0.0.1:1/0", "SOURCES_FILE": str(sources)}
+    )
+    assert unknown.returncode == 2
+    assert (
+        f"SOURCES_FILE {sources}: sources.acme.adapter: no adapter named 'acme'" in unknown.stderr
+    )
