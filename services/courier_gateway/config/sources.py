@@ -19,17 +19,20 @@ import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from courier_gateway.adapters import Adapter, AdapterError, AdapterRegistry, Secret, load_registry
 from courier_gateway.config._errors import ConfigError, describe_validation_error
 from courier_gateway.config.settings import Settings
 from courier_gateway.tenancy import DEFAULT_SOURCE
 
 __all__ = ["DEFAULT_SOURCE", "Key", "KeyRing", "RateLimit", "Scheme", "Source", "load_sources"]
+
+if TYPE_CHECKING:
+    # Imported when sources are loaded, not with the settings: the worker never needs them.
+    from courier_gateway.adapters import Adapter, AdapterRegistry, Secret
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +102,8 @@ class Source:
 
 
 def _secret(key: Key) -> Secret:
+    from courier_gateway.adapters import Secret
+
     # Canonical schemes keep their decoded bytes; provider adapters decode per check.
     return (
         Secret(key.id, text=key.text)
@@ -291,6 +296,8 @@ def _merge(inline: tuple[Key, ...], from_dir: tuple[Key, ...]) -> tuple[Key, ...
 
 def load_adapters(settings: Settings) -> AdapterRegistry:
     """The built-in adapters and those in ``ADAPTERS_DIR``, or ConfigError naming the bad file."""
+    from courier_gateway.adapters import AdapterError, load_registry
+
     try:
         return load_registry(settings.adapters_dir)
     except AdapterError as error:
