@@ -60,6 +60,7 @@ ALERT_NAMES = {
     "CourierGatewayIntakeUnavailable",
     "CourierGatewayNoWorkerConsuming",
     "CourierGatewayDownstreamBreakerOpen",
+    "CourierGatewayDeferralsAging",
 }
 
 # Grafana's built-in interval variables, as a short scrape would need them.
@@ -339,6 +340,7 @@ def test_dashboard_shape() -> None:
         "end-to-end latency",
         "breaker",
         "in flight",
+        "oldest deferral",
     ]:
         assert topic in titles, f"no panel for {topic}"
 

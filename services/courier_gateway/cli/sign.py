@@ -1,9 +1,11 @@
 """``courier-gateway sign``: a signed request for a given or generated event, ready to run.
 
 The secret comes from ``--secret``, else from the configuration the ingress would use
-(``SIGNING_SECRET`` for the default source, the first key of the source in ``SOURCES_FILE``).
-With ``--adapter`` the request is signed the way that provider signs (the adapter's sample body
-unless a file is given), so a provider's setup can be tried with curl before the provider sends.
+(``SIGNING_SECRET`` for the default source, the first key of the source in ``SOURCES_FILE``),
+completed from ``.data/env`` in a checkout where ``make dev`` runs: the printed request then
+targets that stack's real port and is signed with its secret. With ``--adapter`` (or a source
+configured with a provider's adapter) the request is signed the way that provider signs, the
+adapter's sample body unless a file is given, so a provider's setup can be tried with curl.
 """
 
 from __future__ import annotations
@@ -15,13 +17,12 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import orjson
+from courier_gateway.cli.parsing import UsageError
 
-from courier_gateway.config import ConfigError, Scheme, Settings, load_sources
-from courier_gateway.config.sources import DEFAULT_SOURCE, Source, decode_secret
-from courier_gateway.signatures import ALGORITHMS, sign
+if TYPE_CHECKING:
+    from courier_gateway.config import Scheme, Settings, Source
 
 __all__ = [
     "add_arguments",
@@ -31,6 +32,12 @@ __all__ = [
     "run",
     "sample_event",
 ]
+
+#: The signature schemes and HMAC algorithms (``config.sources.Scheme``, ``signatures``),
+#: spelled out so that parsing the command line does not load the configuration package.
+SCHEMES = ("v1", "standard-webhooks", "legacy-body")
+ALGORITHMS = ("hmac-sha256", "hmac-sha512")
+DEFAULT_SOURCE = "courier"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,9 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--source", help="source to post to (courier; with --adapter: the adapter's name)"
     )
     how = parser.add_mutually_exclusive_group()
-    how.add_argument(
-        "--scheme", choices=[scheme.value for scheme in Scheme], help="signature scheme"
-    )
+    how.add_argument("--scheme", choices=SCHEMES, help="signature scheme")
     how.add_argument(
         "--adapter", help="sign as this provider does (`courier-gateway adapters list`)"
     )
@@ -62,27 +67,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="read the secret from a key file, or from the newest key file of a directory"
         " (a mounted Secret of a source)",
     )
-    parser.add_argument("--algorithm", choices=sorted(ALGORITHMS), default="hmac-sha256")
+    parser.add_argument("--algorithm", choices=ALGORITHMS, default="hmac-sha256")
     parser.add_argument("--url", help="gateway base URL (default: http://API_HOST:API_PORT)")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print url, headers and body as JSON")
     output.add_argument(
         "--send", action="store_true", help="post it; exit 0 only when the gateway answers 202"
     )
+    sample = parser.add_argument_group("the generated sample event (without EVENT_FILE)")
+    sample.add_argument("--event-id", help="its eventId (default: a new evt_… id)")
+    sample.add_argument("--shipment-id", help="its payload.shipmentId (default: a new shp_… id)")
+    sample.add_argument("--status", help="its payload.status (in_transit)")
+    sample.add_argument("--event-type", help="its eventType (shipment.status.updated)")
 
 
-def sample_event(source: str) -> dict[str, Any]:
-    """A fresh, valid shipment event (new ids each time)."""
+def sample_event(
+    source: str,
+    *,
+    event_id: str | None = None,
+    shipment_id: str | None = None,
+    status: str = "in_transit",
+    event_type: str = "shipment.status.updated",
+) -> dict[str, Any]:
+    """A fresh shipment event (new ids each time unless given)."""
     suffix = uuid.uuid4().hex[:12]
     return {
-        "eventId": f"evt_{suffix}",
-        "eventType": "shipment.status.updated",
-        "occurredAt": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "eventId": event_id or f"evt_{suffix}",
+        "eventType": event_type,
+        "occurredAt": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "source": source,
         "payload": {
-            "shipmentId": f"shp_{suffix}",
+            "shipmentId": shipment_id or f"shp_{suffix}",
             "orderId": f"ord_{suffix}",
-            "status": "in_transit",
+            "status": status,
         },
     }
 
@@ -91,6 +108,8 @@ def build_request(
     body: bytes, *, scheme: Scheme, secret: bytes, algorithm: str = "hmac-sha256"
 ) -> dict[str, str]:
     """Headers (content type included) that make ``body`` a valid request now."""
+    from courier_gateway.signatures import sign
+
     headers = {"content-type": "application/json"}
     headers.update(
         sign(
@@ -124,15 +143,18 @@ def read_secret_file(path: Path) -> str:
             entry for entry in path.iterdir() if entry.is_file() and not entry.name.startswith(".")
         )
         if not files:
-            raise ConfigError(f"--secret-file: {path} holds no key file")
+            raise UsageError(f"--secret-file: {path} holds no key file")
         path = files[-1]
     try:
         return path.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"--secret-file: {path} cannot be read ({error})") from None
+        raise UsageError(f"--secret-file: {path} cannot be read ({error})") from None
 
 
 def _resolve(args: argparse.Namespace, settings: Settings) -> tuple[Scheme, bytes]:
+    from courier_gateway.config import ConfigError, Scheme, load_sources
+    from courier_gateway.config.sources import decode_secret
+
     scheme = Scheme(args.scheme) if args.scheme else None
     if args.secret_file is not None:
         args.secret = read_secret_file(args.secret_file)
@@ -142,20 +164,27 @@ def _resolve(args: argparse.Namespace, settings: Settings) -> tuple[Scheme, byte
         try:
             return scheme, decode_secret(scheme, args.secret)
         except ValueError as error:
-            raise ConfigError(f"--secret: {error}") from None
+            raise UsageError(f"--secret: {error}") from None
     source = load_sources(settings).get(args.source)
-    if source is None:
+    if source is None and args.source == DEFAULT_SOURCE:
         raise ConfigError(
+            "SIGNING_SECRET: is required to sign for the default source (or pass --secret,"
+            " or define sources in SOURCES_FILE)"
+        )
+    if source is None:
+        raise UsageError(
             f"--source: no source named {args.source!r} is configured; pass --secret"
             " or configure it (SIGNING_SECRET, SOURCES_FILE)"
         )
     chosen = scheme or source.scheme
     if chosen is None:
-        raise ConfigError(f"--source: {args.source!r} uses an adapter; sign with --adapter")
+        raise UsageError(f"--source: {args.source!r} uses an adapter; sign with --adapter")
     return chosen, source.keys[0].secret
 
 
 def _configured_source(name: str, settings: Settings) -> Source | None:
+    from courier_gateway.config import ConfigError, load_sources
+
     try:
         return load_sources(settings).get(name)
     except ConfigError:
@@ -167,21 +196,20 @@ def _configured_scheme(source: str, settings: Settings) -> Scheme | None:
     return found.scheme if found else None
 
 
-def _read_body(path: Path) -> bytes:
-    try:
-        body = path.read_bytes()
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot be read ({error.strerror})") from None
-    try:
-        orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise ConfigError(f"{path}: is not valid JSON") from None
-    return body
+def _adapter_of_source(args: argparse.Namespace, settings: Settings) -> None:
+    """A source configured with a provider's adapter is signed the provider's way."""
+    if args.adapter is None and args.scheme is None:
+        configured = _configured_source(args.source or DEFAULT_SOURCE, settings)
+        if configured is not None and configured.scheme is None:
+            args.adapter = configured.adapter.name
+            args.source = configured.name
 
 
 def _adapter_body(args: argparse.Namespace, adapter: Any, source: str) -> bytes:
+    import orjson
+
     if args.event_file is not None:
-        return _read_body(args.event_file)
+        return _body(args)
     if adapter.document.sample is not None:
         return orjson.dumps(orjson.loads(adapter.document.sample))
     return orjson.dumps(sample_event(source))
@@ -195,7 +223,7 @@ def _adapter_secret(args: argparse.Namespace, adapter: Any, source: str, setting
         if configured is not None and configured.adapter.name == adapter.name:
             args.secret = configured.keys[0].text
     if not args.secret:
-        raise ConfigError(
+        raise UsageError(
             "--secret: required with --adapter (the key the provider was given), unless --source"
             " names a configured source of that adapter"
         )
@@ -206,15 +234,14 @@ def _adapter_secret(args: argparse.Namespace, adapter: Any, source: str, setting
 def _run_adapter(args: argparse.Namespace, settings: Settings) -> int:
     from urllib.parse import urlencode
 
-    from courier_gateway.adapters import AdapterError, load_registry
-    from courier_gateway.adapters.signing import sign_request
+    import orjson
 
-    try:
-        adapter = load_registry(settings.adapters_dir).get(args.adapter)
-    except AdapterError as error:
-        raise ConfigError(str(error)) from None
+    from courier_gateway.adapters.signing import sign_request
+    from courier_gateway.config.sources import load_adapters
+
+    adapter = load_adapters(settings).get(args.adapter)
     if adapter is None:
-        raise ConfigError(
+        raise UsageError(
             f"--adapter: no adapter named {args.adapter!r} (`courier-gateway adapters list`)"
         )
     source = args.source or adapter.name
@@ -225,7 +252,7 @@ def _run_adapter(args: argparse.Namespace, settings: Settings) -> int:
             adapter, body, secret, now=int(time.time()), alternative=args.alternative
         )
     except ValueError as error:
-        raise ConfigError(f"--secret: {error}") from None
+        raise UsageError(f"--secret: {error}") from None
     base = args.url or f"http://{settings.api_host}:{settings.api_port}"
     url = f"{base.rstrip('/')}/v1/events/{source}"
     if signed.query:
@@ -240,22 +267,48 @@ def _run_adapter(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _body(args: argparse.Namespace) -> bytes:
+    import orjson
+
+    sample_options = (args.event_id, args.shipment_id, args.status, args.event_type)
+    if args.event_file is None:
+        return orjson.dumps(
+            sample_event(
+                args.source,
+                event_id=args.event_id,
+                shipment_id=args.shipment_id,
+                status=args.status or "in_transit",
+                event_type=args.event_type or "shipment.status.updated",
+            )
+        )
+    if any(sample_options):
+        raise UsageError(
+            "--event-id, --shipment-id, --status and --event-type shape the generated sample;"
+            " edit EVENT_FILE instead"
+        )
+    try:
+        body: bytes = args.event_file.read_bytes()
+    except OSError as error:
+        raise UsageError(f"{args.event_file}: cannot be read ({error.strerror})") from None
+    try:
+        orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise UsageError(f"{args.event_file}: is not valid JSON") from None
+    return body
+
+
 def run(args: argparse.Namespace) -> int:
     """Print the signed request; exit code 2 names a missing secret or unreadable event file."""
-    settings = Settings.from_env()
-    if args.adapter is None and args.scheme is None:
-        # A source configured with a provider's adapter is signed the provider's way.
-        configured = _configured_source(args.source or DEFAULT_SOURCE, settings)
-        if configured is not None and configured.scheme is None:
-            args.adapter = configured.adapter.name
-            args.source = configured.name
+    import orjson
+
+    from courier_gateway.cli.environment import command_settings
+
+    settings = command_settings().settings
+    _adapter_of_source(args, settings)
     if args.adapter is not None:
         return _run_adapter(args, settings)
     args.source = args.source or DEFAULT_SOURCE
-    if args.event_file is None:
-        body = orjson.dumps(sample_event(args.source))
-    else:
-        body = _read_body(args.event_file)
+    body = _body(args)
     scheme, secret = _resolve(args, settings)
     headers = build_request(body, scheme=scheme, secret=secret, algorithm=args.algorithm)
     base = args.url or f"http://{settings.api_host}:{settings.api_port}"

@@ -14,6 +14,7 @@ import os
 import re
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -24,6 +25,7 @@ from redis.asyncio import Redis
 from courier_gateway.adapters import AdapterRegistry, Ignored, Mapped, PayloadError
 from courier_gateway.queue import encode_message
 from courier_gateway.store import DeadLetterEvent
+from courier_gateway.timestamps import rfc3339
 from courier_gateway.worker.ledger import now
 
 __all__ = ["ReplayResult", "Selection", "replay"]
@@ -288,10 +290,13 @@ async def replay(
     rate: float,
     dry_run: bool,
     discard: bool,
+    on_entry: Callable[[dict[str, Any]], None] | None = None,
     adapters: AdapterRegistry | None = None,
     adapter_override: str | None = None,
 ) -> ReplayResult:
     """Replay (or discard) the selected dead letters at most ``rate`` per second.
+
+    ``on_entry`` is called with each matched entry as it is taken up (for a progress line).
 
     An ``UNMAPPED`` dead letter is re-mapped from its provider's original item with the adapter
     as it is now (``adapters``; ``adapter_override`` names another one): replayed when it maps,
@@ -315,8 +320,10 @@ async def replay(
             "idempotencyKey": letter["idempotencyKey"],
             "source": _tenant(letter),
             "reasonCode": letter["reasonCode"],
-            "deadLetteredAt": _iso(letter["deadLetteredAt"]),
+            "deadLetteredAt": rfc3339(letter["deadLetteredAt"]),
         }
         result.entries.append(entry)
+        if on_entry is not None:
+            on_entry(entry)
         await run.one(letter, entry)
     return result
