@@ -486,10 +486,10 @@ def _storable(value: Any, depth: int) -> str | None:  # noqa: PLR0911 - one retu
     kind = value.__class__
     if value is None or kind is str or kind is bool:
         return None
-    if kind is int:
-        return None if -_INT64 <= value < _INT64 else "integer out of the 64-bit range"
-    if kind is float:
-        return None if math.isfinite(value) else "number out of range"
+    if kind is int or kind is float:
+        # As the event contract: every number within the 64-bit integer range, however spelt.
+        fits = math.isfinite(value) and -_INT64 <= value <= _INT64 - 1
+        return None if fits else "number out of the 64-bit range"
     if kind is dict:
         for key, item in value.items():
             if key.startswith("$") or "." in key or "\x00" in key:
