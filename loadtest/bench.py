@@ -9,7 +9,12 @@ Every scenario runs against a freshly started local stack (``loadtest/stack.py``
 - (d) the bare Sanic endpoint with the same number of processes, 100 connections, 30 s: the
   reference for the intake/bare ratio;
 - (e) worker drain: a backlog of N events accepted with no worker, then the worker is started and
-  timed until all are terminal (events/s, CPU ms and store round trips per event).
+  timed until all are terminal (events/s, CPU ms and store round trips per event);
+- (f) provider adapters, intake only, 100 connections: AfterShip single events (body HMAC) and
+  Ship24 batches of 10 events (bearer), each for half the duration: requests/s, events/s and
+  latency next to (b), every queued event checked on the stream;
+- adapter mapping cost: ``loadtest/adapter_cost.py`` in-process, CPU µs per event for every
+  built-in adapter's documented sample.
 
 (b), (c) and (d) run ``--runs`` times each, interleaved, and are reported as medians. Every
 bench run is appended to ``docs/benchmarks/results.json``; ``docs/benchmarks.md`` shows the
@@ -32,8 +37,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from courier_gateway.config.sources import DEFAULT_SOURCE, Scheme
 from loadtest import report
+from loadtest.adapter_cost import measure as measure_adapter_cost
+from loadtest.adapter_requests import AdapterMix, generate_adapter_requests
 from loadtest.endtoend import check_stream, histogram_percentiles, wait_terminal
 from loadtest.engine import run_wrk
 from loadtest.machine import describe
@@ -61,6 +70,7 @@ TARGETS: tuple[tuple[str, str, str, float, str, str], ...] = (
     ("cpu_per_event", "worker CPU per event (e)", "<=", 1, " ms", "-"),
     ("rss_ingress", "peak RSS per ingress process", "<=", 100, " MB", "API 149-232 MB"),
     ("rss_worker", "peak RSS of the worker", "<=", 150, " MB", "119 MB"),
+    ("adapter_cost", "adapter mapping CPU per event, slowest built-in", "<=", 30, " µs", "-"),
 )
 
 #: The original's figures for the same scenarios (shared/reference/original-measured.md).
@@ -245,12 +255,79 @@ def scenario_drain(options: BenchOptions, workdir: Path) -> Result:
     }
 
 
+_ADAPTER_KEY = "bench-provider-key-0001"
+#: (adapter, events per request) of scenario (f).
+_ADAPTER_RUNS = (("aftership", 1), ("ship24", 10))
+
+
+def scenario_adapters(options: BenchOptions, workdir: Path) -> list[Result]:
+    """(f) provider adapters through the intake alone: one timed run per adapter."""
+    sources = {
+        name: {"adapter": name, "secrets": [{"id": "bench", "value": _ADAPTER_KEY}]}
+        for name, _ in _ADAPTER_RUNS
+    }
+    path = workdir / "f-sources.yaml"
+    path.write_text(yaml.safe_dump({"sources": sources}))
+    duration = max(2.0, options.duration / 2)
+    results: list[Result] = []
+    with LocalStack(env={"SOURCES_FILE": str(path)}) as stack:
+        stack.start(worker=False)
+        queued_before = 0
+        for name, per_request in _ADAPTER_RUNS:
+            # Enough unique requests that wrk never re-sends one (a batch is slower per request).
+            count = max(500, math.ceil(duration * options.max_rate / per_request / 2))
+            mix = AdapterMix(
+                name, name, _ADAPTER_KEY, count, events=per_request, run_id=f"f{name[:2]}"
+            )
+            generated = generate_adapter_requests(mix, workdir / f"f-{name}.lua")
+            run = run_wrk(
+                stack.url, generated.path, connections=options.connections, duration=duration
+            )
+            generated.path.unlink(missing_ok=True)
+            answered = run.statuses.get(200, 0)
+            events = answered * per_request
+            stream = check_stream(stack.redis_url, stack.stream, events, baseline=queued_before)
+            queued_before += stream.entries
+            seconds = max(run.duration_s, 1e-6)
+            results.append(
+                {
+                    "name": f"f-{name}",
+                    "title": f"{name}, {per_request} event(s) per request, {duration:g} s",
+                    "adapter": name,
+                    "eventsPerRequest": per_request,
+                    "command": " ".join(run.command),
+                    "requests": run.requests,
+                    "answered": answered,
+                    "requestsPerSecond": round(answered / seconds, 1),
+                    "eventsPerSecond": round(events / seconds, 1),
+                    "latencyMs": run.latency_ms,
+                    "errors": run.non_2xx + run.socket_errors,
+                    "stream": stream.as_dict(),
+                    "lost": stream.lost,
+                    "generated": generated.as_dict(),
+                }
+            )
+    return results
+
+
 def _terminal_outcomes(metrics: Scrape) -> int:
     """Jobs the worker finished as processed or dead-lettered, per its own counter."""
     return round(
         metrics.total(_OUTCOMES, outcome="processed")
         + metrics.total(_OUTCOMES, outcome="dead_lettered")
     )
+
+
+def _measure_adapters(options: BenchOptions, workdir: Path) -> list[Result]:
+    _say("(f) provider adapters …")
+    runs = scenario_adapters(options, workdir)
+    for run in runs:
+        _say(
+            f"(f) {run['adapter']}: {run['requestsPerSecond']:,.0f} req/s,"
+            f" {run['eventsPerSecond']:,.0f} events/s, p99 {run['latencyMs'].get('p99', 0):.1f} ms,"
+            f" errors {run['errors']}, lost {run['lost']}"
+        )
+    return runs
 
 
 def _measure(name: str, action: Callable[[], Result]) -> Result:
@@ -269,7 +346,12 @@ def _goal(comparison: str, threshold: float, unit: str) -> str:
     return f"{sign} {number}{unit}"
 
 
-def evaluate_targets(scenarios: dict[str, Result], drain: Result) -> list[dict[str, Any]]:
+def evaluate_targets(
+    scenarios: dict[str, Result],
+    drain: Result,
+    adapter_cost: list[Result] | None = None,
+    adapter_runs: list[Result] | None = None,
+) -> list[dict[str, Any]]:
     """The measured value of each target and whether it is met."""
     b, d = scenarios["b"], scenarios["d"]
     gateway = [scenarios[name] for name in ("a", "b", "c")]
@@ -291,13 +373,20 @@ def evaluate_targets(scenarios: dict[str, Result], drain: Result) -> list[dict[s
         "intake_bare_ratio": (
             round(b["throughput"] / d["throughput"], 2) if d["throughput"] else None
         ),
-        "errors": sum(result.get("errors") or 0 for result in [*scenarios.values(), drain]),
-        "lost": sum(result.get("lost") or 0 for result in [*gateway, drain]),
+        "errors": sum(
+            result.get("errors") or 0
+            for result in [*scenarios.values(), drain, *(adapter_runs or [])]
+        ),
+        "lost": sum(result.get("lost") or 0 for result in [*gateway, drain, *(adapter_runs or [])]),
         "drain_rate": drain["eventsPerSecond"],
         "round_trips": drain["storeRoundTripsPerEvent"],
         "cpu_per_event": drain["workerCpuMsPerEvent"],
         "rss_ingress": max(ingress_rss, default=None),
         "rss_worker": max(worker_rss, default=None),
+        "adapter_cost": max(
+            (row["mapUsPerEvent"] for row in adapter_cost or [] if row["format"] == "mapped"),
+            default=None,
+        ),
     }
     rows = []
     for key, what, comparison, threshold, unit, original in TARGETS:
@@ -354,6 +443,9 @@ def run_bench(options: BenchOptions, *, command: str) -> Result:
             f" {drain['workerCpuMsPerEvent']} CPU ms/event,"
             f" {drain['storeRoundTripsPerEvent']} round trips/event, lost {drain['lost']}"
         )
+        adapter_runs = _measure_adapters(options, workdir)
+        _say("adapter mapping cost …")
+        adapter_cost = measure_adapter_cost(2.0)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     scenarios = {"a": original} | {
@@ -371,7 +463,9 @@ def run_bench(options: BenchOptions, *, command: str) -> Result:
         "machine": machine,
         "scenarios": list(scenarios.values()),
         "drain": drain,
-        "targets": evaluate_targets(scenarios, drain),
+        "adapterRuns": adapter_runs,
+        "adapterCost": adapter_cost,
+        "targets": evaluate_targets(scenarios, drain, adapter_cost, adapter_runs),
     }
     write_outputs(record, options.docs)
     return record
@@ -489,6 +583,55 @@ def _drain_table(drain: Result, options: dict[str, Any]) -> str:
         " (`--events-per-shipment`): concurrent jobs for one shipment then sometimes need the"
         " extra read and history update of an event that turned out older; with 1 there are"
         " none.\n"
+    )
+
+
+def _adapter_runs_table(runs: list[Result], intake: Result | None) -> str:
+    lines = [
+        "| scenario | requests/s | events/s | p50 | p99 | errors | lost |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    if intake is not None:
+        latency = intake["latencyMs"]
+        lines.append(
+            f"| (b) canonical v1, 1 event per request (same run, for comparison)"
+            f" | {_fmt(intake['acceptedPerSecond'])} | {_fmt(intake['acceptedPerSecond'])}"
+            f" | {_fmt(latency.get('p50'), ' ms')} | {_fmt(latency.get('p99'), ' ms')}"
+            f" | {intake.get('errors', 0)} | {intake.get('lost', 0)} |"
+        )
+    for run in runs:
+        latency = run["latencyMs"]
+        lines.append(
+            f"| (f) {run['title']} | {_fmt(run['requestsPerSecond'])}"
+            f" | {_fmt(run['eventsPerSecond'])} | {_fmt(latency.get('p50'), ' ms')}"
+            f" | {_fmt(latency.get('p99'), ' ms')} | {run['errors']} | {run['lost']} |"
+        )
+    return (
+        "\n".join(lines) + "\n\nThe provider requests are pre-signed the providers' ways by"
+        " `loadtest/adapter_requests.py` (AfterShip: base64 HMAC of the body; Ship24: bearer"
+        " secret); every event answered is checked on the Redis stream.\n"
+    )
+
+
+def _adapter_cost_table(rows: list[Result]) -> str:
+    lines = [
+        "| adapter | events in the sample | body bytes | map µs per request | map µs per event"
+        " | verify µs per request |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['adapter']} | {row['events']} | {row['bodyBytes']:,}"
+            f" | {_fmt(row['mapUsPerRequest'])} | {_fmt(row['mapUsPerEvent'])}"
+            f" | {_fmt(row['verifyUsPerRequest'])} |"
+        )
+    return (
+        "\n".join(lines)
+        + "\n\nCPU time of one process mapping each built-in adapter's documented sample (JSON"
+        " parsing, ignore rules, splitting, mapping; verification separately), the least"
+        " disturbed of five rounds: `python -m loadtest.adapter_cost`. `v1`,"
+        " `standard-webhooks` and `legacy-body` are the canonical format's own parse, for"
+        " comparison.\n"
     )
 
 
@@ -611,6 +754,17 @@ def render_markdown(history: list[Result]) -> str:
         "#### Processes (peak RSS sampled every 0.1 s; CPU time over the scenario)",
         "",
         report.process_table([*scenarios, latest["drain"]]),
+    ]
+    if latest.get("adapterRuns"):
+        intake = next((r for r in scenarios if r["name"] == "b"), None)
+        parts += [
+            "#### Provider adapters (f)",
+            "",
+            _adapter_runs_table(latest["adapterRuns"], intake),
+        ]
+    if latest.get("adapterCost"):
+        parts += ["#### Adapter mapping cost", "", _adapter_cost_table(latest["adapterCost"])]
+    parts += [
         "### Targets",
         "",
         _targets_table(latest["targets"]),

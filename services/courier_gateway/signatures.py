@@ -7,7 +7,9 @@ must opt in to it, because a captured request can be re-sent with a fresh timest
 re-sends carry the same body, so the intake's duplicate hint and the worker's ledger absorb them.
 
 Verification compares with :func:`hmac.compare_digest` against every active key (rotation) and
-returns the id of the key that matched.
+returns the id of the key that matched. The ingress verifies through the sources' adapters
+(``adapters/builtin/v1.yaml`` and its siblings declare these same rules); :func:`verify` stays as
+the reference the tests hold the adapters to, request by generated request.
 """
 
 from __future__ import annotations

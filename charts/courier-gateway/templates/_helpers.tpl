@@ -145,3 +145,16 @@ operator/courier_operator/rbac.py (a test keeps them equal).
   resources: [couriergateways, replayrequests]
   verbs: [list, delete]
 {{- end }}
+
+{{/*
+The ConfigMap of custom adapters: the one named in values, else the chart's own when files are
+given, else nothing.
+*/}}
+{{- define "courier-gateway.adaptersConfigMap" -}}
+{{- $adapters := .Values.gateway.adapters | default dict -}}
+{{- if $adapters.configMapName -}}
+{{- $adapters.configMapName -}}
+{{- else if $adapters.files -}}
+{{- printf "%s-adapters" (include "courier-gateway.gatewayName" .) -}}
+{{- end -}}
+{{- end }}

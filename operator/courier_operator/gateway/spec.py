@@ -169,8 +169,23 @@ class SourceSpec(_Model):
 
     name: str = Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
     scheme: Literal["v1", "standard-webhooks", "legacy-body"] = "v1"
+    #: A provider's adapter (``fedex``, ``ship24``, or one of ``spec.adapters``), not a scheme.
+    adapter: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
     rateLimit: RateLimitSpec | None = None  # noqa: N815
     rotation: RotationSpec = Field(default_factory=RotationSpec)
+
+    @model_validator(mode="after")
+    def _scheme_or_adapter(self) -> SourceSpec:
+        # The API server defaults scheme to v1, so only another scheme conflicts.
+        if self.adapter is not None and self.scheme != "v1":
+            raise ValueError("give scheme or adapter, not both")
+        return self
+
+
+class AdaptersSpec(_Model):
+    """Custom adapters: a ConfigMap of adapter YAML files (one per key), mounted as ADAPTERS_DIR."""
+
+    configMapName: str = Field(pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")  # noqa: N815
 
 
 class SigningSpec(_Model):
@@ -202,6 +217,7 @@ class GatewaySpec(_Model):
     downstream: DownstreamSpec = Field(default_factory=DownstreamSpec)
     retry: RetrySpec = Field(default_factory=RetrySpec)
     signing: SigningSpec
+    adapters: AdaptersSpec | None = None
 
 
 _GATEWAY_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$")

@@ -36,6 +36,26 @@ __all__ = [
 API_PORT = 3000
 METRICS_PORT = 9100
 SOURCES_MOUNT = "/etc/courier-gateway/sources"
+ADAPTERS_MOUNT = "/etc/courier-gateway/adapters"
+
+
+def adapters_volume(
+    spec: GatewaySpec,
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]] | None:
+    """The custom adapters' ConfigMap as (volume, mount, ADAPTERS_DIR env), if there is one.
+
+    Not owned by the gateway: the user's ConfigMap. Kubernetes updates its files in place, and
+    the ingress re-reads ADAPTERS_DIR, so a changed adapter needs no restart.
+    """
+    if spec.adapters is None:
+        return None
+    return (
+        {"name": "adapters", "configMap": {"name": spec.adapters.configMapName}},
+        {"name": "adapters", "mountPath": ADAPTERS_MOUNT, "readOnly": True},
+        {"name": "ADAPTERS_DIR", "value": ADAPTERS_MOUNT},
+    )
+
+
 _CONFIG_MOUNT = "/etc/courier-gateway/config"
 _RUN_AS = 10001
 
@@ -90,10 +110,11 @@ def sources_document(spec: GatewaySpec) -> str:
     """The ``SOURCES_FILE`` the ingress reads: every source with its key directory."""
     sources: dict[str, Any] = {}
     for source in spec.signing.sources:
-        entry: dict[str, Any] = {
-            "scheme": source.scheme,
-            "secretsDir": f"{SOURCES_MOUNT}/{source.name}",
-        }
+        entry: dict[str, Any] = {"secretsDir": f"{SOURCES_MOUNT}/{source.name}"}
+        if source.adapter is not None:
+            entry["adapter"] = source.adapter
+        else:
+            entry["scheme"] = source.scheme
         if source.rateLimit is not None:
             entry["rateLimit"] = source.rateLimit.model_dump()
         sources[source.name] = entry
@@ -221,6 +242,11 @@ def ingress_deployment(gateway: dict[str, Any], spec: GatewaySpec) -> dict[str, 
     volumes: list[Any] = [
         {"name": "sources-file", "configMap": {"name": configmap_name(gateway)}},
     ]
+    custom = adapters_volume(spec)
+    if custom is not None:
+        volumes.append(custom[0])
+        mounts.append(custom[1])
+        container["env"].append(custom[2])
     for source in spec.signing.sources:
         volume = f"keys-{source.name}"
         mounts.append(

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from courier_operator.gateway.spec import GatewaySpec, describe_spec_error
-from courier_operator.gateway.workloads import CONTAINER_SECURITY, POD_SECURITY
+from courier_operator.gateway.workloads import CONTAINER_SECURITY, POD_SECURITY, adapters_volume
 from courier_operator.objects import MANAGED_BY, owner_reference
 
 __all__ = ["InvalidRequestError", "ReplaySpec", "job_name", "parse_replay_spec", "replay_job"]
@@ -142,6 +142,16 @@ def replay_job(
             "valueFrom": {"secretKeyRef": {"name": mongo_ref.name, "key": mongo_ref.key}},
         },
     ]
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]  # noqa: S108 - private
+    volumes: list[dict[str, Any]] = [
+        {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}}
+    ]
+    custom = adapters_volume(gateway_spec)
+    if custom is not None:
+        # UNMAPPED dead letters are re-mapped with the custom adapters as they are now.
+        volumes.append(custom[0])
+        mounts.append(custom[1])
+        env.append(custom[2])
     container = {
         "name": "replay",
         "image": gateway_spec.image,
@@ -153,7 +163,7 @@ def replay_job(
             "requests": {"cpu": "50m", "memory": "96Mi"},
             "limits": {"memory": "256Mi"},
         },
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108 - a private emptyDir
+        "volumeMounts": mounts,
     }
     pod: dict[str, Any] = {
         "restartPolicy": "Never",
@@ -161,7 +171,7 @@ def replay_job(
         "securityContext": POD_SECURITY,
         "containers": [container],
         # The root filesystem is read-only, as in the gateway's pods.
-        "volumes": [{"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}}],
+        "volumes": volumes,
     }
     if gateway_spec.imagePullSecrets:
         pod["imagePullSecrets"] = [{"name": s["name"]} for s in gateway_spec.imagePullSecrets]

@@ -86,6 +86,12 @@ def _run_sign(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _run_adapters(args: argparse.Namespace) -> int:
+    from courier_gateway.cli.adapters import run
+
+    return run(args)
+
+
 def _run_events(args: argparse.Namespace) -> int:
     from courier_gateway.cli.events import run
 
@@ -137,7 +143,7 @@ def _run_dev(args: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     """The ``courier-gateway`` argument parser, every command included."""
-    from courier_gateway.cli import deadletters, events, migrate, replay, sign
+    from courier_gateway.cli import adapters, deadletters, events, migrate, replay, sign
 
     root = CommandParser(
         prog="courier-gateway",
@@ -213,6 +219,13 @@ def parser() -> argparse.ArgumentParser:
     )
     sign.add_arguments(sign_command)
     sign_command.set_defaults(handler=_run_sign)
+
+    adapters_command = commands.add_parser(
+        "adapters",
+        help="list the adapters, or show what a provider's payload becomes (adapters check)",
+    )
+    adapters.add_arguments(adapters_command)
+    adapters_command.set_defaults(handler=_run_adapters)
     return root
 
 

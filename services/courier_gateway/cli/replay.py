@@ -54,6 +54,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--dry-run", action="store_true", help="list what would happen, change nothing"
     )
     parser.add_argument("--discard", action="store_true", help="mark the entries discarded instead")
+    parser.add_argument(
+        "--adapter",
+        help="re-map UNMAPPED entries with this adapter instead of the one they came through",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
@@ -134,6 +138,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> ReplayResult:
     from redis.asyncio import Redis
 
     from courier_gateway.cli.progress import Progress
+    from courier_gateway.config.sources import load_adapters
     from courier_gateway.store import DeadLetterEvent, open_store
     from courier_gateway.worker.replay import replay
 
@@ -156,6 +161,8 @@ async def _run(args: argparse.Namespace, settings: Settings) -> ReplayResult:
                 dry_run=args.dry_run,
                 discard=args.discard,
                 on_entry=lambda entry: progress.advance(),
+                adapters=load_adapters(settings),
+                adapter_override=args.adapter,
             )
         if args.request_id:
             await _record_summary(redis, settings.queue_stream, result)

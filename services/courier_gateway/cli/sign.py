@@ -3,7 +3,9 @@
 The secret comes from ``--secret``, else from the configuration the ingress would use
 (``SIGNING_SECRET`` for the default source, the first key of the source in ``SOURCES_FILE``),
 completed from ``.data/env`` in a checkout where ``make dev`` runs: the printed request then
-targets that stack's real port and is signed with its secret.
+targets that stack's real port and is signed with its secret. With ``--adapter`` (or a source
+configured with a provider's adapter) the request is signed the way that provider signs, the
+adapter's sample body unless a file is given, so a provider's setup can be tried with curl.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from courier_gateway.cli.parsing import UsageError
 
 if TYPE_CHECKING:
-    from courier_gateway.config import Scheme, Settings
+    from courier_gateway.config import Scheme, Settings, Source
 
 __all__ = [
     "add_arguments",
@@ -43,8 +45,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "event_file", nargs="?", type=Path, help="JSON event to sign (default: a generated sample)"
     )
-    parser.add_argument("--source", default=DEFAULT_SOURCE, help="source to post to (courier)")
-    parser.add_argument("--scheme", choices=SCHEMES, help="signature scheme")
+    parser.add_argument(
+        "--source", help="source to post to (courier; with --adapter: the adapter's name)"
+    )
+    how = parser.add_mutually_exclusive_group()
+    how.add_argument("--scheme", choices=SCHEMES, help="signature scheme")
+    how.add_argument(
+        "--adapter", help="sign as this provider does (`courier-gateway adapters list`)"
+    )
+    parser.add_argument(
+        "--alternative",
+        type=int,
+        default=0,
+        help="with --adapter: which of the provider's ways of signing to use (0: the first)",
+    )
     keys = parser.add_mutually_exclusive_group()
     keys.add_argument("--secret", help="signing secret (default: from the configuration)")
     keys.add_argument(
@@ -162,17 +176,95 @@ def _resolve(args: argparse.Namespace, settings: Settings) -> tuple[Scheme, byte
             f"--source: no source named {args.source!r} is configured; pass --secret"
             " or configure it (SIGNING_SECRET, SOURCES_FILE)"
         )
-    return scheme or source.scheme, source.keys[0].secret
+    chosen = scheme or source.scheme
+    if chosen is None:
+        raise UsageError(f"--source: {args.source!r} uses an adapter; sign with --adapter")
+    return chosen, source.keys[0].secret
 
 
-def _configured_scheme(source: str, settings: Settings) -> Scheme | None:
+def _configured_source(name: str, settings: Settings) -> Source | None:
     from courier_gateway.config import ConfigError, load_sources
 
     try:
-        found = load_sources(settings).get(source)
+        return load_sources(settings).get(name)
     except ConfigError:
         return None
+
+
+def _configured_scheme(source: str, settings: Settings) -> Scheme | None:
+    found = _configured_source(source, settings)
     return found.scheme if found else None
+
+
+def _adapter_of_source(args: argparse.Namespace, settings: Settings) -> None:
+    """A source configured with a provider's adapter is signed the provider's way."""
+    if args.adapter is None and args.scheme is None:
+        configured = _configured_source(args.source or DEFAULT_SOURCE, settings)
+        if configured is not None and configured.scheme is None:
+            args.adapter = configured.adapter.name
+            args.source = configured.name
+
+
+def _adapter_body(args: argparse.Namespace, adapter: Any, source: str) -> bytes:
+    import orjson
+
+    if args.event_file is not None:
+        return _body(args)
+    if adapter.document.sample is not None:
+        return orjson.dumps(orjson.loads(adapter.document.sample))
+    return orjson.dumps(sample_event(source))
+
+
+def _adapter_secret(args: argparse.Namespace, adapter: Any, source: str, settings: Settings) -> str:
+    if args.secret_file is not None:
+        args.secret = read_secret_file(args.secret_file)
+    if not args.secret:
+        configured = _configured_source(source, settings)
+        if configured is not None and configured.adapter.name == adapter.name:
+            args.secret = configured.keys[0].text
+    if not args.secret:
+        raise UsageError(
+            "--secret: required with --adapter (the key the provider was given), unless --source"
+            " names a configured source of that adapter"
+        )
+    secret: str = args.secret
+    return secret
+
+
+def _run_adapter(args: argparse.Namespace, settings: Settings) -> int:
+    from urllib.parse import urlencode
+
+    import orjson
+
+    from courier_gateway.adapters.signing import sign_request
+    from courier_gateway.config.sources import load_adapters
+
+    adapter = load_adapters(settings).get(args.adapter)
+    if adapter is None:
+        raise UsageError(
+            f"--adapter: no adapter named {args.adapter!r} (`courier-gateway adapters list`)"
+        )
+    source = args.source or adapter.name
+    body = _adapter_body(args, adapter, source)
+    secret = _adapter_secret(args, adapter, source, settings)
+    try:
+        signed = sign_request(
+            adapter, body, secret, now=int(time.time()), alternative=args.alternative
+        )
+    except ValueError as error:
+        raise UsageError(f"--secret: {error}") from None
+    base = args.url or f"http://{settings.api_host}:{settings.api_port}"
+    url = f"{base.rstrip('/')}/v1/events/{source}"
+    if signed.query:
+        url += "?" + urlencode(signed.query)
+    if args.send:
+        return _send(url, signed.headers, body, expect=adapter.success_status)
+    if args.json:
+        document = {"url": url, "headers": signed.headers, "body": body.decode()}
+        sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        sys.stdout.write(curl_command(url, signed.headers, body) + "\n")
+    return 0
 
 
 def _body(args: argparse.Namespace) -> bytes:
@@ -212,6 +304,10 @@ def run(args: argparse.Namespace) -> int:
     from courier_gateway.cli.environment import command_settings
 
     settings = command_settings().settings
+    _adapter_of_source(args, settings)
+    if args.adapter is not None:
+        return _run_adapter(args, settings)
+    args.source = args.source or DEFAULT_SOURCE
     body = _body(args)
     scheme, secret = _resolve(args, settings)
     headers = build_request(body, scheme=scheme, secret=secret, algorithm=args.algorithm)
@@ -227,7 +323,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _send(url: str, headers: dict[str, str], body: bytes) -> int:
+def _send(url: str, headers: dict[str, str], body: bytes, *, expect: int = 202) -> int:
     """Post the request and report the answer (a smoke test, e.g. ``helm test``)."""
     import httpx
 
@@ -237,4 +333,4 @@ def _send(url: str, headers: dict[str, str], body: bytes) -> int:
         sys.stderr.write(f"courier-gateway sign: {url}: {type(error).__name__}: {error}\n")
         return 1
     sys.stdout.write(f"{response.status_code} {response.text.strip()}\n")
-    return 0 if response.status_code == 202 else 1
+    return 0 if response.status_code == expect else 1

@@ -40,6 +40,10 @@ class Settings(BaseModel):
         300, alias="SIGNATURE_TOLERANCE_SECONDS"
     )
     sources_file: Path | None = Field(None, alias="SOURCES_FILE")
+    adapters_dir: Path | None = Field(None, alias="ADAPTERS_DIR")
+    trusted_proxy_header: str | None = Field(
+        None, alias="TRUSTED_PROXY_HEADER", pattern=r"^[A-Za-z0-9-]{1,100}$"
+    )
     max_body_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = Field(
         262144, alias="MAX_BODY_BYTES"
     )

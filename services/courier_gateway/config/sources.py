@@ -1,11 +1,13 @@
-"""Signing sources: who may post events, with which scheme and which keys.
+"""Signing sources: who may post events, through which adapter, with which keys.
 
 A source is configured either by ``SIGNING_SECRET`` (the default source ``courier``, scheme ``v1``)
-or by the YAML ``SOURCES_FILE``. Keys come inline (development) or from a directory with one file
-per key, the file name being the key id: that is how Kubernetes mounts a Secret, and Kubernetes
-replaces those files in place when the Secret changes. :class:`KeyRing` re-reads such directories
-so that rotation needs no restart; a broken key file at run time is skipped with a warning rather
-than taking every other key of the source down with it.
+or by the YAML ``SOURCES_FILE``. Each source has an adapter: one of the canonical schemes
+(``scheme: v1|standard-webhooks|legacy-body``) or a provider's (``adapter: fedex``, built-in or
+from ``ADAPTERS_DIR``). Keys come inline (development) or from a directory with one file per key,
+the file name being the key id: that is how Kubernetes mounts a Secret, and Kubernetes replaces
+those files in place when the Secret changes. :class:`KeyRing` re-reads such directories (and
+``ADAPTERS_DIR``) so that rotation and adapter fixes need no restart; a broken key file at run time
+is skipped with a warning rather than taking every other key of the source down with it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -27,6 +29,10 @@ from courier_gateway.config.settings import Settings
 from courier_gateway.tenancy import DEFAULT_SOURCE
 
 __all__ = ["DEFAULT_SOURCE", "Key", "KeyRing", "RateLimit", "Scheme", "Source", "load_sources"]
+
+if TYPE_CHECKING:
+    # Imported when sources are loaded, not with the settings: the worker never needs them.
+    from courier_gateway.adapters import Adapter, AdapterRegistry, Secret
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +52,14 @@ class Scheme(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Key:
-    """One active signing key: its id (recorded with each event) and the HMAC key bytes."""
+    """One active signing key: its id (recorded with each event) and the HMAC key bytes.
+
+    ``text`` is the key as configured; a provider adapter derives each check's bytes from it.
+    """
 
     id: str
     secret: bytes = field(repr=False)
+    text: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,21 +72,44 @@ class RateLimit:
 
 @dataclass(slots=True)
 class Source:
-    """A configured source; ``keys`` is replaced wholesale on reload, so readers never see a mix."""
+    """A configured source; ``keys`` is replaced wholesale on reload, so readers never see a mix.
+
+    ``scheme`` is set for the canonical formats (``None`` with a provider adapter); ``adapter``
+    is the adapter in force (rebound when ADAPTERS_DIR changes), ``secrets`` the keys as its
+    checks take them.
+    """
 
     name: str
-    scheme: Scheme
+    scheme: Scheme | None
     tolerance_seconds: int
     rate_limit: RateLimit | None
     inline_keys: tuple[Key, ...]
     secrets_dir: Path | None
+    adapter: Adapter
     keys: tuple[Key, ...] = ()
+    secrets: tuple[Secret, ...] = ()
     #: Where this source's shipments live: its own name, unless the file shares one on purpose.
     shipment_namespace: str = ""
 
     def __post_init__(self) -> None:
         if not self.shipment_namespace:
             self.shipment_namespace = self.name
+
+    def set_keys(self, keys: tuple[Key, ...]) -> None:
+        """Replace the keys (and the secrets derived from them) in one assignment each."""
+        self.secrets = tuple(_secret(key) for key in keys)
+        self.keys = keys
+
+
+def _secret(key: Key) -> Secret:
+    from courier_gateway.adapters import Secret
+
+    # Canonical schemes keep their decoded bytes; provider adapters decode per check.
+    return (
+        Secret(key.id, text=key.text)
+        if key.text is not None
+        else Secret(key.id, material=key.secret)
+    )
 
 
 def decode_secret(scheme: Scheme, value: str) -> bytes:
@@ -115,6 +148,7 @@ class _InlineKeyFile(BaseModel):
 class _SourceFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     scheme: Scheme = Scheme.V1
+    adapter: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
     secrets: list[_InlineKeyFile] = Field(default_factory=list)
     secretsDir: Path | None = None  # noqa: N815
     toleranceSeconds: Annotated[int, Field(ge=1, le=86400)] | None = None  # noqa: N815
@@ -124,6 +158,8 @@ class _SourceFile(BaseModel):
 
     @model_validator(mode="after")
     def _has_keys(self) -> _SourceFile:
+        if self.adapter is not None and "scheme" in self.model_fields_set:
+            raise ValueError("give 'scheme' or 'adapter', not both")
         if not self.secrets and self.secretsDir is None:
             raise ValueError("give 'secrets' or 'secretsDir'")
         ids = [key.id for key in self.secrets]
@@ -162,18 +198,45 @@ def _read_sources_file(path: Path) -> _SourcesFile:
     return parsed
 
 
-def _source_from_file(path: Path, name: str, spec: _SourceFile, settings: Settings) -> Source:
+def make_key(adapter: Adapter, key_id: str, value: str) -> Key:
+    """A key of a source using ``adapter``; ValueError says why ``value`` cannot be one.
+
+    The canonical schemes decode as they always did; a provider adapter keeps the text, which
+    must decode under at least one of its checks.
+    """
+    if adapter.canonical:
+        return Key(key_id, decode_secret(Scheme(adapter.name), value))
+    adapter.check_secret(value)
+    text = value.strip()
+    return Key(key_id, text.encode(), text)
+
+
+def _adapter_for(path: Path, name: str, spec: _SourceFile, registry: AdapterRegistry) -> Adapter:
+    wanted = spec.adapter or spec.scheme.value
+    adapter = registry.get(wanted)
+    if adapter is None:
+        raise ConfigError(
+            f"SOURCES_FILE {path}: sources.{name}.adapter: no adapter named {wanted!r}"
+            f" (known: {', '.join(registry.names())})"
+        )
+    return adapter
+
+
+def _source_from_file(
+    path: Path, name: str, spec: _SourceFile, settings: Settings, registry: AdapterRegistry
+) -> Source:
+    adapter = _adapter_for(path, name, spec, registry)
     inline: list[Key] = []
     for index, key in enumerate(spec.secrets):
         try:
-            inline.append(Key(key.id, decode_secret(spec.scheme, key.value)))
+            inline.append(make_key(adapter, key.id, key.value))
         except ValueError as error:
             raise ConfigError(
                 f"SOURCES_FILE {path}: sources.{name}.secrets.{index}.value: {error}"
             ) from None
     source = Source(
         name=name,
-        scheme=spec.scheme,
+        scheme=Scheme(adapter.name) if adapter.canonical else None,
         tolerance_seconds=spec.toleranceSeconds or settings.signature_tolerance_seconds,
         rate_limit=(
             RateLimit(spec.rateLimit.perSecond, spec.rateLimit.burst) if spec.rateLimit else None
@@ -181,6 +244,7 @@ def _source_from_file(path: Path, name: str, spec: _SourceFile, settings: Settin
         inline_keys=tuple(inline),
         secrets_dir=spec.secretsDir,
         shipment_namespace=spec.shipmentNamespace or name,
+        adapter=adapter,
     )
     if spec.secretsDir is not None:
         if not spec.secretsDir.is_dir():
@@ -188,18 +252,18 @@ def _source_from_file(path: Path, name: str, spec: _SourceFile, settings: Settin
                 f"SOURCES_FILE {path}: sources.{name}.secretsDir:"
                 f" {spec.secretsDir} is not a directory"
             )
-        dir_keys, problems = read_key_dir(spec.secretsDir, spec.scheme)
+        dir_keys, problems = read_key_dir(spec.secretsDir, adapter)
         if problems:
             raise ConfigError(f"SOURCES_FILE {path}: sources.{name}.secretsDir: {problems[0]}")
-        source.keys = _merge(source.inline_keys, dir_keys)
+        source.set_keys(_merge(source.inline_keys, dir_keys))
     else:
-        source.keys = source.inline_keys
+        source.set_keys(source.inline_keys)
     if not source.keys:
         raise ConfigError(f"SOURCES_FILE {path}: sources.{name}: no signing key found")
     return source
 
 
-def read_key_dir(directory: Path, scheme: Scheme) -> tuple[tuple[Key, ...], list[str]]:
+def read_key_dir(directory: Path, adapter: Adapter) -> tuple[tuple[Key, ...], list[str]]:
     """Read every key file of a directory; return the keys and a description of each bad file.
 
     Hidden entries are skipped: Kubernetes keeps its ``..data`` bookkeeping links there.
@@ -219,7 +283,7 @@ def read_key_dir(directory: Path, scheme: Scheme) -> tuple[tuple[Key, ...], list
             )
             continue
         try:
-            keys.append(Key(entry.name, decode_secret(scheme, entry.read_text(encoding="utf-8"))))
+            keys.append(make_key(adapter, entry.name, entry.read_text(encoding="utf-8")))
         except (OSError, UnicodeDecodeError, ValueError) as error:
             problems.append(f"{entry}: {error}")
     return tuple(keys), problems
@@ -230,13 +294,24 @@ def _merge(inline: tuple[Key, ...], from_dir: tuple[Key, ...]) -> tuple[Key, ...
     return inline + tuple(key for key in from_dir if key.id not in seen)
 
 
-def load_sources(settings: Settings) -> dict[str, Source]:
+def load_adapters(settings: Settings) -> AdapterRegistry:
+    """The built-in adapters and those in ``ADAPTERS_DIR``, or ConfigError naming the bad file."""
+    from courier_gateway.adapters import AdapterError, load_registry
+
+    try:
+        return load_registry(settings.adapters_dir)
+    except AdapterError as error:
+        raise ConfigError(str(error)) from None
+
+
+def load_sources(settings: Settings, registry: AdapterRegistry | None = None) -> dict[str, Source]:
     """Build every source from ``SIGNING_SECRET`` and ``SOURCES_FILE``, or raise ConfigError."""
+    registry = registry or load_adapters(settings)
     sources: dict[str, Source] = {}
     if settings.sources_file is not None:
         parsed = _read_sources_file(settings.sources_file)
         for name, spec in parsed.sources.items():
-            sources[name] = _source_from_file(settings.sources_file, name, spec, settings)
+            sources[name] = _source_from_file(settings.sources_file, name, spec, settings, registry)
     if settings.signing_secret is not None:
         if DEFAULT_SOURCE in sources:
             raise ConfigError(
@@ -244,6 +319,8 @@ def load_sources(settings: Settings) -> dict[str, Source]:
                 f" {settings.sources_file}; configure it in one place"
             )
         key = Key("default", settings.signing_secret.get_secret_value().encode())
+        v1 = registry.get(Scheme.V1.value)
+        assert v1 is not None  # built in
         sources[DEFAULT_SOURCE] = Source(
             name=DEFAULT_SOURCE,
             scheme=Scheme.V1,
@@ -251,8 +328,9 @@ def load_sources(settings: Settings) -> dict[str, Source]:
             rate_limit=None,
             inline_keys=(key,),
             secrets_dir=None,
-            keys=(key,),
+            adapter=v1,
         )
+        sources[DEFAULT_SOURCE].set_keys((key,))
     if not sources:
         raise ConfigError("SIGNING_SECRET: is required (or define sources in SOURCES_FILE)")
     return sources
@@ -265,9 +343,10 @@ class KeyRing:
     assignment, so a request sees either the old set or the new one, never a partial set.
     """
 
-    def __init__(self, sources: dict[str, Source]) -> None:
+    def __init__(self, sources: dict[str, Source], adapters: AdapterRegistry | None = None) -> None:
         self._sources = sources
         self._problems: dict[str, tuple[str, ...]] = {}
+        self.adapters = adapters
 
     def get(self, name: str) -> Source | None:
         """The source called ``name``, or ``None``."""
@@ -278,12 +357,12 @@ class KeyRing:
         return sorted(self._sources)
 
     def reload(self) -> bool:
-        """Re-read key directories; return whether any source's keys changed."""
-        changed = False
+        """Re-read key directories and ADAPTERS_DIR; return whether any source changed."""
+        changed = self._reload_adapters()
         for source in self._sources.values():
             if source.secrets_dir is None:
                 continue
-            from_dir, problems = read_key_dir(source.secrets_dir, source.scheme)
+            from_dir, problems = read_key_dir(source.secrets_dir, source.adapter)
             if tuple(problems) != self._problems.get(source.name, ()):
                 for problem in problems:
                     log.warning(
@@ -297,6 +376,23 @@ class KeyRing:
                     "signing keys reloaded",
                     extra={"source": source.name, "keyIds": [key.id for key in keys]},
                 )
-                source.keys = keys
+                source.set_keys(keys)
                 changed = True
         return changed
+
+    def _reload_adapters(self) -> bool:
+        if self.adapters is None or not self.adapters.reload():
+            return False
+        for source in self._sources.values():
+            adapter = self.adapters.get(source.adapter.name)
+            if adapter is None or adapter is source.adapter:
+                continue  # a removed custom adapter keeps serving its sources as it was
+            if adapter.canonical != source.adapter.canonical:
+                log.warning(
+                    "adapter not switched between canonical and provider formats; restart",
+                    extra={"source": source.name, "adapter": adapter.name},
+                )
+                continue
+            source.adapter = adapter
+            log.info("adapter reloaded", extra={"source": source.name, "adapter": adapter.name})
+        return True

@@ -23,7 +23,7 @@ import orjson
 
 from courier_gateway.cli.sign import build_request, curl_command, sample_event
 from courier_gateway.config import ConfigError, Settings, load_sources
-from courier_gateway.config.sources import DEFAULT_SOURCE
+from courier_gateway.config.sources import DEFAULT_SOURCE, Source
 from courier_gateway.devstack.envfile import (
     ENV_FILE,
     SECRET_FILE,
@@ -285,8 +285,7 @@ def _announce(url: str, secret: str | None, env: dict[str, str], directory: Path
     effective = Settings.from_env(env)
     sources = load_sources(effective)
     source = sources.get(DEFAULT_SOURCE) or next(iter(sources.values()))
-    body = orjson.dumps(sample_event(source.name))
-    headers = build_request(body, scheme=source.scheme, secret=source.keys[0].secret)
+    body, headers, query = _sample_request(source)
     data = _shown(directory)
     lines = [
         "",
@@ -313,13 +312,30 @@ def _announce(url: str, secret: str | None, env: dict[str, str], directory: Path
         "",
         "Or send this signed event (valid for 5 minutes):",
         "",
-        curl_command(f"{url}/v1/events/{source.name}", headers, body),
+        curl_command(f"{url}/v1/events/{source.name}{query}", headers, body),
         "",
         "Press Ctrl-C to stop.",
         "",
     ]
     sys.stdout.write("\n".join(lines) + "\n")
     sys.stdout.flush()
+
+
+def _sample_request(source: Source) -> tuple[bytes, dict[str, str], str]:
+    """A signed sample for ``source``: the canonical event, or its provider's sample."""
+    key = source.keys[0]
+    if source.scheme is not None:
+        body = orjson.dumps(sample_event(source.name))
+        return body, build_request(body, scheme=source.scheme, secret=key.secret), ""
+    import time
+    from urllib.parse import urlencode
+
+    from courier_gateway.adapters.signing import sign_request
+
+    adapter = source.adapter
+    body = (adapter.document.sample or "{}").encode()
+    signed = sign_request(adapter, body, key.text or "", now=int(time.time()))
+    return body, signed.headers, ("?" + urlencode(signed.query) if signed.query else "")
 
 
 def _shown(directory: Path) -> str:

@@ -36,6 +36,7 @@ from sanic.handlers import ErrorHandler
 from sanic.response import HTTPResponse, empty
 
 from courier_gateway.config import ConfigError, KeyRing, Settings, load_sources
+from courier_gateway.config.sources import load_adapters
 from courier_gateway.intake.protocol import HeadTooLargeError, IntakeProtocol
 from courier_gateway.intake.responses import error_response
 from courier_gateway.intake.routes import routes
@@ -145,7 +146,8 @@ def create_app(settings: Settings, *, name: str | None = None) -> App:
     configure_logging(settings.log_level)
     configure_tracing("courier-gateway-ingress")
     declare_build("ingress")
-    keyring = KeyRing(load_sources(settings))
+    adapters = load_adapters(settings)
+    keyring = KeyRing(load_sources(settings, adapters), adapters)
     prime_intake(keyring.names())
     app = Sanic(
         name or f"courier-gateway-{next(_names)}",

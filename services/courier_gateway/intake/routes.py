@@ -9,8 +9,8 @@ answered 202; a write that failed or timed out is a 503 and the event is not ack
 from __future__ import annotations
 
 import logging
+import os
 import time
-from functools import partial
 from importlib import resources
 from typing import Any
 
@@ -19,8 +19,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, raw
 
+from courier_gateway.adapters import VerificationError
 from courier_gateway.config.sources import DEFAULT_SOURCE, Scheme, Source
 from courier_gateway.events import EventError, parse_event
+from courier_gateway.intake.adapted import accept_mapped, inbound
 from courier_gateway.intake.responses import IntakeError, error_response, json_response
 from courier_gateway.intake.state import IntakeState
 from courier_gateway.observability import SpanHandle, request_id, single, span
@@ -36,7 +38,6 @@ from courier_gateway.observability.metrics import (
 )
 from courier_gateway.queue import WriteRequest, encode_event_message
 from courier_gateway.queue.intake_writer import IntakeUnavailableError
-from courier_gateway.signatures import SignatureError, verify
 from courier_gateway.tenancy import hint_key
 
 __all__ = ["routes"]
@@ -55,7 +56,7 @@ def _state(request: Request) -> IntakeState:
 
 @routes.post("/v1/events/<source:str>")
 async def receive_event(request: Request, source: str) -> HTTPResponse:
-    """Verify, validate and enqueue one courier event."""
+    """Verify, validate and enqueue a source's event (or a provider's batch of them)."""
     started = time.perf_counter()
     state = _state(request)
     headers = request.headers
@@ -115,20 +116,30 @@ async def _accept(
     source_name = source.name
     _check_content_type(request.headers.getall("content-type", []))
     body = request.body
+    adapter = source.adapter
     try:
         with span("verify signature", parent=request_span):
-            key_id = verify(
-                source.scheme,
-                source.keys,
-                partial(request.headers.getall, default=[]),
-                body,
+            key_id = adapter.verify(
+                inbound(request, body, state.settings.trusted_proxy_header),
+                source.secrets,
                 now=time.time(),
-                tolerance_seconds=source.tolerance_seconds,
+                tolerance=source.tolerance_seconds,
             )
-    except SignatureError as error:
+    except VerificationError as error:
         context["signatureFailure"] = error.reason
         SIGNATURE_FAILURES.labels(source_name, error.reason).inc()
         raise IntakeError(401, "INVALID_SIGNATURE", str(error)) from None
+    key_id = key_id or "-"
+    if not adapter.canonical:
+        return await accept_mapped(
+            state,
+            request,
+            source,
+            key_id=key_id,
+            request_span=request_span,
+            public_id=public_id,
+            context=context,
+        )
     try:
         event = parse_event(body, source_name, default_source=DEFAULT_SOURCE)
     except EventError as error:
@@ -191,6 +202,49 @@ async def _accept(
         202,
         headers={"x-request-id": public_id},
     )
+
+
+_PROBE_METHODS = ["HEAD", "GET", "OPTIONS"]
+
+
+async def probe_source(request: Request, source: str) -> HTTPResponse:
+    """A provider's probe of its webhook URL (Ship24 sends HEAD before saving it).
+
+    Answered as the source's adapter declares (its ``handshake``), without authentication: it
+    tells nothing but that the URL exists. Any other method is 405 with the methods allowed.
+    """
+    state = _state(request)
+    configured = state.keyring.get(source)
+    trace_id = request_id(request.headers.getall("x-request-id", [])) or os.urandom(16).hex()
+    if configured is None:
+        return error_response(
+            404, "UNKNOWN_SOURCE", "no source with this name is configured", trace_id
+        )
+    handshakes = configured.adapter.handshakes
+    handshake = handshakes.get(request.method)
+    if handshake is None:
+        response = error_response(
+            405, "METHOD_NOT_ALLOWED", "this endpoint does not accept that method", trace_id
+        )
+        response.headers["allow"] = ", ".join(["POST", *sorted(handshakes)])
+        return response
+    text = handshake.body or ""
+    if handshake.echoQuery is not None:
+        text = request.args.get(handshake.echoQuery, "") or ""
+    log_line(
+        log,
+        "handshake",
+        {
+            "traceId": trace_id,
+            "source": source,
+            "method": request.method,
+            "status": handshake.status,
+        },
+    )
+    return raw(text.encode(), status=handshake.status, content_type="text/plain; charset=utf-8")
+
+
+routes.add_route(probe_source, "/v1/events/<source:str>", methods=_PROBE_METHODS)
 
 
 def _check_content_type(values: list[str]) -> None:

@@ -30,6 +30,7 @@ from prometheus_client import (
 from courier_gateway import __version__
 
 __all__ = [
+    "ADAPTER_ITEMS",
     "BUILD_INFO",
     "DUPLICATES",
     "ENQUEUED",
@@ -65,6 +66,12 @@ ENQUEUED = Counter(
     "courier_gateway_events_enqueued_total",
     "Events written to the stream by the ingress.",
     ["source"],
+)
+ADAPTER_ITEMS = Counter(
+    "courier_gateway_adapter_items_total",
+    "Items of provider-adapter requests by source and outcome: mapped, unmapped (queued for an"
+    " UNMAPPED dead letter) or ignored (acknowledged, nothing queued).",
+    ["source", "outcome"],
 )
 LEGACY_SIGNATURES = Counter(
     "courier_gateway_legacy_signatures_total",

@@ -1,11 +1,12 @@
 """The queue between intake and worker: a Redis stream read by taskiq-redis's stream broker.
 
 - :mod:`~courier_gateway.queue.messages`: the taskiq message that carries one event;
-- :mod:`~courier_gateway.queue.intake_writer`: the ingress side, one atomic script per event
-  (rate limit, duplicate hint, ``XADD``) with concurrent requests' writes sent in one round trip.
+- :mod:`~courier_gateway.queue.intake_writer`: the ingress side, one atomic script per batch of
+  requests (rate limit, duplicate hints, ``XADD``; a request's events all or none) with
+  concurrent requests' writes sent in one round trip.
 """
 
-from courier_gateway.queue.intake_writer import IntakeWriter, WriteOutcome, WriteRequest
+from courier_gateway.queue.intake_writer import BatchWrite, IntakeWriter, WriteOutcome, WriteRequest
 from courier_gateway.queue.messages import (
     PROCESS_EVENT_TASK,
     encode_event_message,
@@ -14,6 +15,7 @@ from courier_gateway.queue.messages import (
 
 __all__ = [
     "PROCESS_EVENT_TASK",
+    "BatchWrite",
     "IntakeWriter",
     "WriteOutcome",
     "WriteRequest",

@@ -1,4 +1,4 @@
-"""The ingress's write path: rate limit, duplicate hint and ``XADD`` as one atomic Redis script.
+"""The ingress's write path: rate limit, duplicate hints and ``XADD`` as one atomic Redis script.
 
 Why a script: the three decisions must agree. The duplicate hint is set in the same atomic step
 as the ``XADD``, so ``duplicate: true`` is only ever answered for a copy that really is on the
@@ -22,47 +22,59 @@ from typing import Any, Literal
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError
 
-__all__ = ["IntakeUnavailableError", "IntakeWriter", "WriteOutcome", "WriteRequest"]
+__all__ = ["BatchWrite", "IntakeUnavailableError", "IntakeWriter", "WriteOutcome", "WriteRequest"]
 
-# One call writes a whole batch. KEYS: the stream, then per event its rate-limit bucket and its
-# duplicate-hint key. ARGV per event: message, rate per second (0: none), burst, hint TTL
-# seconds (0: none). Returns, per event, a status and a value (entry id or seconds to wait).
+# One call writes a whole batch of requests. KEYS: the stream, then per request its rate-limit
+# bucket and one duplicate-hint key per event. ARGV per request: the number of events n, rate per
+# second (0: none), burst, hint TTL seconds (0: none), then the n messages. A request's events
+# are decided together: the bucket gives min(n, burst) tokens or the request is limited (value:
+# seconds to wait); otherwise each event is queued (value: entry id) or a duplicate. One script
+# call runs atomically, and Redis refuses a script for memory before its first write, never
+# between two, so a request's events are all on the stream or none is.
 _SCRIPT = """
 local results = {}
 local now = nil
-for i = 0, (#ARGV / 4) - 1 do
-  local bucket, hint = KEYS[2 + 2 * i], KEYS[3 + 2 * i]
-  local message, rate = ARGV[1 + 4 * i], tonumber(ARGV[2 + 4 * i])
-  local burst, ttl = tonumber(ARGV[3 + 4 * i]), tonumber(ARGV[4 + 4 * i])
-  local status, value = nil, ''
+local k, a = 2, 1
+while a <= #ARGV do
+  local count, rate = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  local burst, ttl = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  local bucket = KEYS[k]
+  local limited = nil
   if rate > 0 then
     if now == nil then
       local clock = redis.call('TIME')
       now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
     end
+    local need = math.max(1, math.min(count, burst))
     local state = redis.call('HMGET', bucket, 'tokens', 'at')
     local tokens = tonumber(state[1]) or burst
     local at = tonumber(state[2]) or now
     tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
-    if tokens < 1 then
-      status, value = 'limited', tostring((1 - tokens) / rate)
+    if tokens < need then
+      limited = tostring((need - tokens) / rate)
     else
-      redis.call('HSET', bucket, 'tokens', tostring(tokens - 1), 'at', tostring(now))
+      redis.call('HSET', bucket, 'tokens', tostring(tokens - need), 'at', tostring(now))
       redis.call('PEXPIRE', bucket, math.ceil(burst / rate * 1000) + 1000)
     end
   end
-  if status == nil and ttl > 0 and redis.call('EXISTS', hint) == 1 then
-    status = 'duplicate'
-  end
-  if status == nil then
-    value = redis.call('XADD', KEYS[1], '*', 'data', message)
-    if ttl > 0 then
-      redis.call('SET', hint, value, 'EX', ttl)
+  for j = 1, count do
+    local hint, message = KEYS[k + j], ARGV[a + 3 + j]
+    local status, value = nil, ''
+    if limited ~= nil then
+      status, value = 'limited', limited
+    elseif ttl > 0 and redis.call('EXISTS', hint) == 1 then
+      status = 'duplicate'
+    else
+      value = redis.call('XADD', KEYS[1], '*', 'data', message)
+      if ttl > 0 then
+        redis.call('SET', hint, value, 'EX', ttl)
+      end
+      status = 'queued'
     end
-    status = 'queued'
+    results[#results + 1] = status
+    results[#results + 1] = value
   end
-  results[#results + 1] = status
-  results[#results + 1] = value
+  k, a = k + 1 + count, a + 4 + count
 end
 return results
 """
@@ -86,6 +98,30 @@ class WriteRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class BatchWrite:
+    """The events of one request: written together (all or none), rate-limited together."""
+
+    messages: tuple[bytes, ...]
+    hint_keys: tuple[str, ...]
+    rate_key: str
+    per_second: float
+    burst: int
+    hint_ttl: int
+
+    @classmethod
+    def single(cls, request: WriteRequest) -> BatchWrite:
+        """The batch of one event."""
+        return cls(
+            (request.message,),
+            (request.hint_key,),
+            request.rate_key,
+            request.per_second,
+            request.burst,
+            request.hint_ttl,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class WriteOutcome:
     """What Redis decided: ``queued`` (with the stream entry id), ``duplicate`` or ``limited``."""
 
@@ -95,14 +131,14 @@ class WriteOutcome:
 
 
 class IntakeWriter:
-    """Writes events with group commit; :meth:`write` returns once Redis acknowledged the event."""
+    """Writes events with group commit; a write returns once Redis acknowledged its events."""
 
     def __init__(self, redis: Redis, stream: str, *, timeout_seconds: float) -> None:
         self._redis = redis
         self._stream = stream
         self._timeout = timeout_seconds
         self._sha: str | None = None
-        self._pending: list[tuple[WriteRequest, asyncio.Future[WriteOutcome]]] = []
+        self._pending: list[tuple[BatchWrite, asyncio.Future[list[WriteOutcome]]]] = []
         self._wakeup = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
 
@@ -123,8 +159,18 @@ class IntakeWriter:
 
     async def write(self, request: WriteRequest) -> WriteOutcome:
         """Write one event; raise :class:`IntakeUnavailableError` after the enqueue timeout."""
-        future: asyncio.Future[WriteOutcome] = asyncio.get_running_loop().create_future()
-        self._pending.append((request, future))
+        (outcome,) = await self.write_batch(BatchWrite.single(request))
+        return outcome
+
+    async def write_batch(self, batch: BatchWrite) -> list[WriteOutcome]:
+        """Write a request's events together: one outcome each, all ``limited`` or none.
+
+        Raise :class:`IntakeUnavailableError` after the enqueue timeout; then none of them is
+        acknowledged, and a write Redis did not acknowledge may or may not have happened (a
+        re-sent copy is absorbed by the duplicate hint and the ledger).
+        """
+        future: asyncio.Future[list[WriteOutcome]] = asyncio.get_running_loop().create_future()
+        self._pending.append((batch, future))
         self._wakeup.set()
         try:
             async with asyncio.timeout(self._timeout):
@@ -153,42 +199,63 @@ class IntakeWriter:
             for (_, future), outcome in zip(batch, outcomes, strict=True):
                 if future.done():
                     continue
-                if isinstance(outcome, WriteOutcome):
+                if isinstance(outcome, list):
                     future.set_result(outcome)
                 else:
                     future.set_exception(
                         IntakeUnavailableError(f"Redis refused the write ({outcome})")
                     )
 
-    async def _send(self, batch: list[WriteRequest]) -> list[WriteOutcome | Exception]:
+    async def _send(self, batch: list[BatchWrite]) -> list[list[WriteOutcome] | Exception]:
         if self._sha is None:
             self._sha = str(await self._redis.script_load(_SCRIPT))
-        chunks = [batch[i : i + _MAX_BATCH] for i in range(0, len(batch), _MAX_BATCH)]
+        chunks = _chunks(batch)
         replies = await self._run(chunks)
         if any(isinstance(reply, NoScriptError) for reply in replies):
             # Redis restarted and lost its script cache; NOSCRIPT means nothing ran, so resend.
             self._sha = str(await self._redis.script_load(_SCRIPT))
             replies = await self._run(chunks)
-        results: list[WriteOutcome | Exception] = []
+        results: list[list[WriteOutcome] | Exception] = []
         for chunk, reply in zip(chunks, replies, strict=True):
             if isinstance(reply, Exception):
                 results.extend([reply] * len(chunk))
-            else:
-                results.extend(_outcome(reply[i], reply[i + 1]) for i in range(0, len(reply), 2))
+                continue
+            outcomes = [_outcome(reply[i], reply[i + 1]) for i in range(0, len(reply), 2)]
+            position = 0
+            for request in chunk:
+                count = len(request.messages)
+                results.append(outcomes[position : position + count])
+                position += count
         return results
 
-    async def _run(self, chunks: list[list[WriteRequest]]) -> list[Any]:
+    async def _run(self, chunks: list[list[BatchWrite]]) -> list[Any]:
         assert self._sha is not None
         async with self._redis.pipeline(transaction=False) as pipe:
             for chunk in chunks:
                 keys: list[str] = [self._stream]
                 args: list[bytes | float | int] = []
                 for request in chunk:
-                    keys += (request.rate_key, request.hint_key)
-                    args += (request.message, request.per_second, request.burst, request.hint_ttl)
+                    keys.append(request.rate_key)
+                    keys += request.hint_keys
+                    args += (len(request.messages), request.per_second, request.burst)
+                    args.append(request.hint_ttl)
+                    args += request.messages
                 pipe.evalsha(self._sha, len(keys), *keys, *args)
             replies: list[Any] = await pipe.execute(raise_on_error=False)
         return replies
+
+
+def _chunks(batch: list[BatchWrite]) -> list[list[BatchWrite]]:
+    """Script calls of at most _MAX_BATCH events, never splitting one request's events."""
+    chunks: list[list[BatchWrite]] = []
+    size = 0
+    for request in batch:
+        if not chunks or size + len(request.messages) > _MAX_BATCH:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(request)
+        size += len(request.messages)
+    return chunks
 
 
 def _outcome(status_raw: bytes | str, value_raw: bytes | str) -> WriteOutcome:

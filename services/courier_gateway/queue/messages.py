@@ -45,13 +45,17 @@ def encode_event_message(
     source: str,
     shipment_namespace: str,
     key_id: str,
+    adapter: str | None = None,
+    unmapped: dict[str, Any] | None = None,
 ) -> bytes:
     """Encode one newly received event as a taskiq message for :data:`PROCESS_EVENT_TASK`.
 
     The W3C ``traceparent`` travels in the labels (where taskiq middlewares look for context);
     the envelope in the keyword arguments carries what the worker stores with the outcome:
     ``source`` is the authenticated source (the tenant), ``shipmentNamespace`` where its
-    shipments live (see :mod:`courier_gateway.tenancy`).
+    shipments live (see :mod:`courier_gateway.tenancy`). Events of a provider adapter name it;
+    an ``unmapped`` one (its status or time could not be mapped) carries the check that failed
+    and the provider's original item, for the worker to dead-letter it ``UNMAPPED``.
     """
     envelope: dict[str, Any] = {
         "event": event,
@@ -61,6 +65,10 @@ def encode_event_message(
         "shipmentNamespace": shipment_namespace,
         "keyId": key_id,
     }
+    if adapter is not None:
+        envelope["adapter"] = adapter
+    if unmapped is not None:
+        envelope["unmapped"] = unmapped
     return encode_message(
         envelope, {"traceparent": traceparent, "traceId": trace_id, "source": source}
     )

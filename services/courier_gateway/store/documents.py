@@ -148,6 +148,10 @@ class DeadLetterEvent(Document):
     traceId: str  # noqa: N815
     receivedAt: str  # noqa: N815
     keyId: str | None = None  # noqa: N815
+    #: The provider adapter the event came through (none for canonical events).
+    adapter: str | None = None
+    #: Reason UNMAPPED: ``{adapter, check, message, original}``, the provider's item as JSON text.
+    unmapped: dict[str, Any] | None = None
     reviewStatus: Literal["pending", "replayed", "discarded"]  # noqa: N815
     deadLetteredAt: datetime  # noqa: N815
     deadLetterCount: int = 1  # noqa: N815

@@ -57,6 +57,10 @@ class DeadLetters:
                     "traceId": envelope["traceId"],
                     "receivedAt": envelope["receivedAt"],
                     "keyId": envelope.get("keyId"),
+                    # A provider's item its adapter could not map: kept for the replay that
+                    # re-maps it (cleared when a re-mapped copy fails for another reason).
+                    "unmapped": envelope.get("unmapped"),
+                    "adapter": envelope.get("adapter"),
                     "reviewStatus": "pending",
                     "deadLetteredAt": now(),
                 },

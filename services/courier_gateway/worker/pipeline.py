@@ -36,6 +36,7 @@ from courier_gateway.worker.errors import (
     STORE_UNAVAILABLE,
     DeferredError,
     ProcessingError,
+    TerminalError,
     classify,
 )
 from courier_gateway.worker.leases import LeaseLostError, Leases
@@ -205,6 +206,12 @@ class Pipeline:
             raise DeferredError("EVENT_BUSY", "another worker holds this event", delay=wait)
         token = attempt.token = claim.token
         self.leases.hold(key, token)
+        unmapped = envelope.get("unmapped")
+        if unmapped is not None:
+            # Accepted at intake with the provider's original item; kept for review and a
+            # replay that re-maps it once the adapter knows the status (or time).
+            what = f"{unmapped.get('check')}: {unmapped.get('message')}"
+            raise TerminalError("UNMAPPED", f"adapter {unmapped.get('adapter')}: {what}")
         check_event(event)
         if not claim.applied:
             with span("apply shipment", parent=job):

@@ -22,6 +22,7 @@ from typing import Any, Literal
 from pymongo.asynchronous.collection import AsyncCollection
 from redis.asyncio import Redis
 
+from courier_gateway.adapters import AdapterRegistry, Ignored, Mapped, PayloadError
 from courier_gateway.queue import encode_message
 from courier_gateway.store import DeadLetterEvent
 from courier_gateway.timestamps import rfc3339
@@ -112,14 +113,16 @@ def _tenant(letter: dict[str, Any]) -> str:
     return tenant
 
 
-def _envelope(letter: dict[str, Any], request_id: str) -> dict[str, Any]:
+def _envelope(
+    letter: dict[str, Any], request_id: str, event: dict[str, Any] | None = None
+) -> dict[str, Any]:
     attempts = [
         {**attempt, "startedAt": _iso(attempt["startedAt"]), "endedAt": _iso(attempt["endedAt"])}
         for attempt in letter.get("attempts", [])
     ]
     tenant = _tenant(letter)
-    return {
-        "event": letter["event"],
+    envelope: dict[str, Any] = {
+        "event": event or letter["event"],
         "receivedAt": letter["receivedAt"],
         "traceId": letter["traceId"],
         "source": tenant,
@@ -130,6 +133,35 @@ def _envelope(letter: dict[str, Any], request_id: str) -> dict[str, Any]:
         "attempts": attempts,
         "replay": {"requestId": request_id, "deadLetterId": str(letter["_id"])},
     }
+    if letter.get("adapter"):
+        envelope["adapter"] = letter["adapter"]
+    return envelope
+
+
+@dataclass(frozen=True, slots=True)
+class _Remapped:
+    """What the adapter as it is now makes of an UNMAPPED dead letter's original item."""
+
+    event: dict[str, Any] | None = None  # mapped: replay this event
+    ignored: str | None = None  # the adapter now ignores it: discard
+    skipped: str | None = None  # still unmapped, or no such adapter here: leave pending
+
+
+def _remap(
+    letter: dict[str, Any], adapters: AdapterRegistry | None, override: str | None
+) -> _Remapped:
+    """Re-map the stored original; PayloadError when it no longer fits the adapter's shape."""
+    unmapped = letter["unmapped"]
+    name = override or unmapped.get("adapter") or ""
+    adapter = adapters.get(name) if adapters is not None else None
+    if adapter is None:
+        return _Remapped(skipped=f"adapter {name!r} is not known here (ADAPTERS_DIR?)")
+    outcome = adapter.remap(unmapped["original"], source=_tenant(letter))
+    if isinstance(outcome, Mapped):
+        return _Remapped(event=outcome.event)
+    if isinstance(outcome, Ignored):
+        return _Remapped(ignored=outcome.reason)
+    return _Remapped(skipped=f"still unmapped: {outcome.check}: {outcome.message}")
 
 
 def _as_datetime(value: Any) -> datetime:
@@ -139,6 +171,113 @@ def _as_datetime(value: Any) -> datetime:
 
 def _iso(value: Any) -> str:
     return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
+@dataclass
+class _Run:
+    """One replay run: acts on dead letters one by one, recording each outcome."""
+
+    letters: AsyncCollection[dict[str, Any]]
+    redis: Redis
+    stream: str
+    request_id: str
+    result: ReplayResult
+    interval: float
+    adapters: AdapterRegistry | None
+    adapter_override: str | None
+    actor: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    next_at: float = field(default_factory=time.monotonic)
+
+    async def one(self, letter: dict[str, Any], entry: dict[str, Any]) -> None:
+        result = self.result
+        if any(r.get("requestId") == self.request_id for r in letter.get("replays", [])):
+            entry["result"] = "skipped (already replayed by this request)"
+            result.skipped += 1
+            return
+        remapped: _Remapped | None = None
+        if letter.get("unmapped") and result.action == "replay":
+            remapped = self._remapped(letter, entry)
+            if remapped is None:
+                return
+        if result.dry_run:
+            entry["result"] = _would(result.action, remapped)
+            return
+        try:
+            if remapped is not None and remapped.ignored is not None:
+                await self._discard(
+                    letter, entry, f"the adapter now ignores it: {remapped.ignored}"
+                )
+            elif result.action == "discard":
+                await self._discard(letter, entry, None)
+            else:
+                await self._replay(letter, entry, remapped)
+        except Exception as error:  # one entry's failure must not stop the rest
+            entry["result"] = f"failed: {type(error).__name__}: {str(error)[:200]}"
+            result.failed += 1
+
+    def _remapped(self, letter: dict[str, Any], entry: dict[str, Any]) -> _Remapped | None:
+        """The re-mapping of an UNMAPPED letter, or ``None`` when it is not to be acted on."""
+        try:
+            remapped = _remap(letter, self.adapters, self.adapter_override)
+        except PayloadError as error:
+            entry["result"] = f"failed: the original no longer fits the adapter: {error}"
+            self.result.failed += 1
+            return None
+        if remapped.skipped is not None:
+            entry["result"] = f"skipped ({remapped.skipped})"
+            self.result.skipped += 1
+            return None
+        return remapped
+
+    async def _discard(
+        self, letter: dict[str, Any], entry: dict[str, Any], why: str | None
+    ) -> None:
+        changed = await self.letters.update_one(
+            {"_id": letter["_id"], "reviewStatus": "pending"},
+            {"$set": {"reviewStatus": "discarded", "discardedAt": now()}},
+        )
+        if changed.matched_count:
+            entry["result"] = f"discarded ({why})" if why else "discarded"
+        else:
+            entry["result"] = "skipped (changed meanwhile)"
+        self.result.discarded += changed.matched_count
+        self.result.skipped += 1 - changed.matched_count
+
+    async def _replay(
+        self, letter: dict[str, Any], entry: dict[str, Any], remapped: _Remapped | None
+    ) -> None:
+        await asyncio.sleep(max(0.0, self.next_at - time.monotonic()))
+        self.next_at = max(self.next_at, time.monotonic()) + self.interval
+        envelope = _envelope(letter, self.request_id, remapped.event if remapped else None)
+        labels = {
+            "traceparent": _traceparent(letter["traceId"]),
+            "traceId": letter["traceId"],
+            "source": _tenant(letter),
+        }
+        await self.redis.xadd(self.stream, {"data": encode_message(envelope, labels)})
+        replays = [
+            *letter.get("replays", []),
+            {"requestId": self.request_id, "at": now(), "by": self.actor},
+        ]
+        marked = await self.letters.update_one(
+            {"_id": letter["_id"], "deadLetterCount": letter.get("deadLetterCount", 1)},
+            {"$set": {"reviewStatus": "replayed", "replays": replays}},
+        )
+        if marked.matched_count == 0:
+            # The replayed copy already failed again and re-opened the entry: keep it
+            # pending, but record this replay in its history.
+            await self.letters.update_one({"_id": letter["_id"]}, {"$set": {"replays": replays}})
+        entry["result"] = "replayed" + (" (re-mapped)" if remapped else "")
+        self.result.replayed += 1
+
+
+def _would(action: str, remapped: _Remapped | None) -> str:
+    if remapped is not None and remapped.ignored is not None:
+        return f"would be discarded (the adapter now ignores it: {remapped.ignored})"
+    text = f"would be {'discarded' if action == 'discard' else 'replayed'}"
+    if remapped is not None and remapped.event is not None:
+        text += f" (re-mapped: {remapped.event['payload']['status']})"
+    return text
 
 
 async def replay(
@@ -152,20 +291,24 @@ async def replay(
     dry_run: bool,
     discard: bool,
     on_entry: Callable[[dict[str, Any]], None] | None = None,
+    adapters: AdapterRegistry | None = None,
+    adapter_override: str | None = None,
 ) -> ReplayResult:
     """Replay (or discard) the selected dead letters at most ``rate`` per second.
 
     ``on_entry`` is called with each matched entry as it is taken up (for a progress line).
+
+    An ``UNMAPPED`` dead letter is re-mapped from its provider's original item with the adapter
+    as it is now (``adapters``; ``adapter_override`` names another one): replayed when it maps,
+    discarded when the adapter now ignores it, left pending when it still does not map.
     """
     letters: AsyncCollection[dict[str, Any]] = (
         collection or DeadLetterEvent.get_pymongo_collection()
     )
     result = ReplayResult("discard" if discard else "replay", dry_run, request_id)
-    actor = f"{socket.gethostname()}-{os.getpid()}"
+    run = _Run(letters, redis, stream, request_id, result, 1.0 / rate, adapters, adapter_override)
     # Oldest first: ObjectIds grow with insertion time on every MongoDB-compatible store.
     cursor = letters.find(selection.query(), sort=[("_id", 1)])
-    interval = 1.0 / rate
-    next_at = time.monotonic()
     async for letter in cursor:
         if not selection.in_window(letter["deadLetteredAt"]):
             continue
@@ -182,49 +325,5 @@ async def replay(
         result.entries.append(entry)
         if on_entry is not None:
             on_entry(entry)
-        if any(r.get("requestId") == request_id for r in letter.get("replays", [])):
-            entry["result"] = "skipped (already replayed by this request)"
-            result.skipped += 1
-            continue
-        if dry_run:
-            entry["result"] = f"would be {'discarded' if discard else 'replayed'}"
-            continue
-        try:
-            if discard:
-                changed = await letters.update_one(
-                    {"_id": letter["_id"], "reviewStatus": "pending"},
-                    {"$set": {"reviewStatus": "discarded", "discardedAt": now()}},
-                )
-                entry["result"] = (
-                    "discarded" if changed.matched_count else "skipped (changed meanwhile)"
-                )
-                result.discarded += changed.matched_count
-                result.skipped += 1 - changed.matched_count
-                continue
-            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-            next_at = max(next_at, time.monotonic()) + interval
-            envelope = _envelope(letter, request_id)
-            labels = {
-                "traceparent": _traceparent(letter["traceId"]),
-                "traceId": letter["traceId"],
-                "source": _tenant(letter),
-            }
-            await redis.xadd(stream, {"data": encode_message(envelope, labels)})
-            replays = [
-                *letter.get("replays", []),
-                {"requestId": request_id, "at": now(), "by": actor},
-            ]
-            marked = await letters.update_one(
-                {"_id": letter["_id"], "deadLetterCount": letter.get("deadLetterCount", 1)},
-                {"$set": {"reviewStatus": "replayed", "replays": replays}},
-            )
-            if marked.matched_count == 0:
-                # The replayed copy already failed again and re-opened the entry: keep it
-                # pending, but record this replay in its history.
-                await letters.update_one({"_id": letter["_id"]}, {"$set": {"replays": replays}})
-            entry["result"] = "replayed"
-            result.replayed += 1
-        except Exception as error:  # one entry's failure must not stop the rest
-            entry["result"] = f"failed: {type(error).__name__}: {str(error)[:200]}"
-            result.failed += 1
+        await run.one(letter, entry)
     return result

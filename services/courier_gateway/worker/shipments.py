@@ -29,6 +29,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
 from courier_gateway.queue.messages import ledger_id, shipment_namespace_of, tenant_of
+from courier_gateway.statuses import EVENT_TYPES, FINAL_STATUSES, STATUSES
 from courier_gateway.store import ActiveShipment
 from courier_gateway.tenancy import scoped
 from courier_gateway.worker.errors import TerminalError, TransientError
@@ -43,21 +44,6 @@ __all__ = [
     "history_key",
 ]
 
-EVENT_TYPES = frozenset({"shipment.status.updated", "shipment.created"})
-FINAL_STATUSES = frozenset({"delivered", "returned", "cancelled"})
-STATUSES = FINAL_STATUSES | {
-    "created",
-    "label_created",
-    "picked_up",
-    "in_transit",
-    "at_hub",
-    "customs_hold",
-    "out_for_delivery",
-    "delivery_failed",
-    "exception",
-    "on_hold",
-    "returning",
-}
 Applied = Literal["applied", "older", "already"]
 _TRIES = 8
 
