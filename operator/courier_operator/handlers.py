@@ -18,7 +18,8 @@ gateways because their timer needs one. Only a running operator removes it (docs
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import kopf
@@ -36,7 +37,7 @@ __all__ = ["FINALIZER", "Login", "OperatorState", "build_registry", "default_log
 FINALIZER = f"{GROUP}/operator"
 _OWNED = {"app.kubernetes.io/managed-by": MANAGED_BY}
 
-Login = Callable[..., kopf.ConnectionInfo | None]
+Login = Callable[..., kopf.ConnectionInfo | Awaitable[kopf.ConnectionInfo | None] | None]
 
 
 def _post_event(body: dict[str, Any], type_: str, reason: str, message: str) -> None:
@@ -53,13 +54,21 @@ def _ns(namespace: str | None) -> str:
 class OperatorState:
     """The shared context, made once the operator has logged in."""
 
-    def __init__(self) -> None:
+    def __init__(self, default_image: str | None = None) -> None:
         self._context: OperatorContext | None = None
+        self._default_image = default_image
 
     def start(self, info: kopf.ConnectionInfo) -> None:
-        """Create the context from the credentials kopf logged in with."""
+        """Create the context from the credentials kopf logged in with; at every later login
+        (expired or refused credentials), give the API client the new ones."""
         if self._context is None:
-            self._context = OperatorContext(client=KubeClient(info), post_event=_post_event)
+            self._context = OperatorContext(
+                client=KubeClient(info),
+                post_event=_post_event,
+                default_image=self._default_image,
+            )
+        else:
+            self._context.client.refresh(info)
 
     @property
     def context(self) -> OperatorContext:
@@ -75,13 +84,11 @@ class OperatorState:
             self._context = None
 
 
-def default_login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    # In a pod: the service account; elsewhere: the kubeconfig, as kubectl would.
-    import os
+async def default_login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """In a pod: the service account; elsewhere: the kubeconfig, exec plugins included."""
+    from courier_operator.login import login
 
-    if os.environ.get("KUBERNETES_SERVICE_HOST"):
-        return kopf.login_with_service_account(**kwargs)
-    return kopf.login_with_kubeconfig(**kwargs)
+    return await login(**kwargs)
 
 
 def build_registry(
@@ -105,7 +112,7 @@ def build_registry(
             prefix=GROUP, key="last-handled-configuration"
         )
         settings.persistence.finalizer = FINALIZER
-        # The CRDs are installed before the operator (Helm's crds/): no need to watch for new
+        # The CRDs are installed before the operator (with the chart): no need to watch for new
         # ones, nor the permission to.
         settings.scanning.disabled = True
         settings.posting.level = 20  # INFO and up become Events
@@ -113,8 +120,10 @@ def build_registry(
         settings.execution.max_workers = 8
 
     @kopf.on.login(registry=registry)
-    def log_in(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    async def log_in(**kwargs: Any) -> kopf.ConnectionInfo | None:
         info = sign_in(**kwargs)
+        if inspect.isawaitable(info):
+            info = await info
         if info is not None:
             state.start(info)
         return info

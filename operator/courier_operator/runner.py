@@ -38,7 +38,7 @@ async def run_operator(
     """Run until ``stop_flag`` is set or a signal arrives."""
     if configure_logs:
         configure_logging(settings.log_level)
-    state = OperatorState()
+    state = OperatorState(default_image=settings.operator_image)
     registry = build_registry(settings, state, login=login)
     namespaces = [item for item in settings.operator_namespaces.split(",") if item]
     standalone = settings.operator_peering == STANDALONE
@@ -69,20 +69,23 @@ async def run_operator(
         await state.stop()
 
 
-async def cleanup(settings: Settings, *, wait_seconds: float) -> int:
-    """``courier-gateway cleanup``: exit code 0 when every resource is gone, 1 otherwise."""
-    from courier_operator.cleanup import delete_all
-    from courier_operator.handlers import default_login
+async def cleanup(
+    settings: Settings, *, namespace: str, gateways: list[str], wait_seconds: float
+) -> int:
+    """``courier-gateway cleanup``: delete the named gateways; exit code 0 when they are gone,
+    1 otherwise."""
+    from courier_operator.cleanup import delete_gateways
     from courier_operator.kube import KubeClient
+    from courier_operator.login import login
 
     configure_logging(settings.log_level)
-    info = default_login(settings=kopf.OperatorSettings(), logger=log)
-    if info is None:
-        raise ConfigError("cleanup: no Kubernetes credentials (service account or kubeconfig)")
-    client = KubeClient(info, user_agent=CLEANUP_AGENT)
     try:
-        namespaces = [item for item in settings.operator_namespaces.split(",") if item]
-        left = await delete_all(client, namespaces, wait_seconds=wait_seconds)
+        info = await login()
+    except kopf.LoginError as error:
+        raise ConfigError(f"cleanup: {error}") from None
+    client = KubeClient(info, user_agent=CLEANUP_AGENT, field_manager=CLEANUP_AGENT)
+    try:
+        left = await delete_gateways(client, namespace, gateways, wait_seconds=wait_seconds)
     finally:
         await client.aclose()
     return 1 if left else 0

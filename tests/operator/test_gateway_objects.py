@@ -157,7 +157,7 @@ async def test_pods_becoming_ready_make_the_gateway_ready(
             "availableReplicas": replicas,
             "observedGeneration": live["metadata"]["generation"],
         }
-        await kubectl.patch(
+        await kubectl.merge_patch(
             DEPLOYMENTS, NAMESPACE, f"ready-{component}", {"status": ready}, subresource="status"
         )
 
@@ -185,7 +185,7 @@ async def test_spec_changes_reach_the_owned_objects(
             "worker": {"minReplicas": 2, "maxReplicas": 4, "concurrency": 25},
         }
     }
-    await kubectl.patch(COURIER_GATEWAYS, NAMESPACE, "change", patch)
+    await kubectl.merge_patch(COURIER_GATEWAYS, NAMESPACE, "change", patch)
 
     async def updated() -> tuple[dict[str, Any], dict[str, Any]] | None:
         ingress = await kubectl.get(DEPLOYMENTS, NAMESPACE, "change-ingress")
@@ -223,7 +223,7 @@ async def test_hand_edits_to_a_deployment_are_reverted(
     edited = objects["ingress"]["spec"]["template"]["spec"]["containers"][0] | {
         "image": "evil:latest"
     }
-    await kubectl.patch(
+    await kubectl.merge_patch(
         DEPLOYMENTS,
         NAMESPACE,
         "drift-ingress",

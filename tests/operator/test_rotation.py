@@ -111,7 +111,7 @@ async def test_an_annotation_rotates_at_once_and_only_once(
     (old,) = await eventually(lambda: _keys(kubectl, "manual-source-ups"))
 
     annotation = {"metadata": {"annotations": {"gateway.courier.dev/rotate-keys": "incident-42"}}}
-    await kubectl.patch(COURIER_GATEWAYS, NAMESPACE, "manual", annotation)
+    await kubectl.merge_patch(COURIER_GATEWAYS, NAMESPACE, "manual", annotation)
     keys = await eventually(lambda: _two_keys(kubectl, "manual-source-ups"))
     assert old in keys  # kept for the default overlap (24h): couriers switch in their own time
 

@@ -33,7 +33,9 @@ __all__ = [
     "validate_custom_resource",
 ]
 
-CRD_DIRECTORY = Path(__file__).resolve().parents[2] / "charts" / "courier-gateway" / "crds"
+CRD_DIRECTORY = (
+    Path(__file__).resolve().parents[2] / "charts" / "courier-gateway" / "files" / "crds"
+)
 
 
 class UnknownKindError(LookupError):
@@ -49,7 +51,7 @@ def _load() -> tuple[dict[str, Any], ...]:
 
 
 def crds() -> list[dict[str, Any]]:
-    """Every CustomResourceDefinition under the chart's ``crds/`` (deep copies)."""
+    """Every CustomResourceDefinition under the chart's ``files/crds/`` (deep copies)."""
     return copy.deepcopy(list(_load()))
 
 

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from courier_gateway import __version__
 from courier_gateway.config._errors import ConfigError, describe_validation_error
 
 __all__ = ["Settings"]
@@ -119,6 +120,12 @@ class Settings(BaseModel):
     )
     operator_health_port: Annotated[int, Field(ge=0, le=65535)] = Field(
         8080, alias="OPERATOR_HEALTH_PORT"
+    )
+    operator_image: str = Field(
+        # The operator's own version: gateways run what the operator was built with.
+        f"ghcr.io/courier-gateway/courier-gateway:{__version__}",
+        alias="OPERATOR_IMAGE",
+        pattern=r"^\S{1,512}$",
     )
 
     @field_validator("log_level", mode="before")
