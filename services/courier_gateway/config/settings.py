@@ -67,6 +67,13 @@ class Settings(BaseModel):
         0.0, alias="SHUTDOWN_DELAY_SECONDS"
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="LOG_LEVEL")
+    # Read by the OpenTelemetry exporter itself; checked here so a typo stops the start-up.
+    otel_exporter_otlp_protocol: Literal["", "http/protobuf", "grpc"] = Field(
+        "", alias="OTEL_EXPORTER_OTLP_PROTOCOL"
+    )
+    otel_exporter_otlp_traces_protocol: Literal["", "http/protobuf", "grpc"] = Field(
+        "", alias="OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+    )
 
     # Worker.
     worker_concurrency: Annotated[int, Field(ge=1, le=1000)] = Field(10, alias="WORKER_CONCURRENCY")
