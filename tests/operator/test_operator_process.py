@@ -149,7 +149,7 @@ async def test_an_exec_plugin_logs_the_operator_in_and_its_expiry_renews_the_cre
     try:
         await create_gateway(kubectl, redis_server.url, "exec-login")
         await eventually(
-            lambda: kubectl.get(DEPLOYMENTS, NAMESPACE, "exec-login-worker"), timeout=20
+            lambda: kubectl.get(DEPLOYMENTS, NAMESPACE, "exec-login-worker"), timeout=40
         )
         assert "Bearer exec-token-1" in _bearers(kube_api, "kopf")
         assert "Bearer exec-token-1" in _bearers(kube_api, "courier-gateway-operator")
