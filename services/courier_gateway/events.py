@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-__all__ = ["CourierEvent", "EventError", "ShipmentPayload", "parse_event"]
+__all__ = ["CourierEvent", "EventError", "ShipmentPayload", "excerpt", "parse_event"]
 
 # Printable ASCII without spaces: ids end up in logs, Redis keys and URLs.
 _ID = r"^[\x21-\x7e]+$"
@@ -66,6 +66,17 @@ class ShipmentPayload(BaseModel):
         return self
 
 
+def excerpt(text: str, limit: int = 32) -> str:
+    """A bounded, printable excerpt of client-chosen text, safe to put in an error message.
+
+    Anything outside printable ASCII becomes ``?`` and long text is cut with ``…``, so a message
+    can name a bad key without echoing control characters or megabytes back (or into logs).
+    """
+    cut = text[:limit]
+    cleaned = "".join(char if " " <= char <= "~" else "?" for char in cut)
+    return cleaned + ("…" if len(text) > limit else "")
+
+
 def _check_storable(value: Any, where: str, depth: int) -> None:
     if depth > _MAX_DEPTH:
         raise ValueError(f"{where}: nested deeper than {_MAX_DEPTH} levels")
@@ -81,18 +92,23 @@ def _check_storable(value: Any, where: str, depth: int) -> None:
         for key, item in value.items():
             if key.startswith("$") or "." in key or "\x00" in key:
                 raise ValueError(
-                    f"{where}: key {key[:40]!r} cannot contain '.', NUL or start with '$'"
+                    f"{where}: key '{excerpt(key)}' cannot contain '.', NUL or start with '$'"
                 )
-            _check_storable(item, f"{where}.{key}", depth + 1)
+            _check_storable(item, f"{where}.{excerpt(key)}", depth + 1)
     elif isinstance(value, list):
         for index, item in enumerate(value):
             _check_storable(item, f"{where}[{index}]", depth + 1)
 
 
 class CourierEvent(BaseModel):
-    """A shipment event as a courier sends it (see the README's API section)."""
+    """A shipment event as a courier sends it (see the README's API section).
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    Unknown top-level fields are accepted and dropped: a courier that adds a field to its
+    webhooks must not lose every event (the original accepted them too). Unknown fields inside
+    ``payload`` are kept.
+    """
+
+    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
 
     eventId: Identifier  # noqa: N815
     eventType: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[a-z][a-z0-9_.-]*$")]  # noqa: N815
@@ -140,14 +156,12 @@ def parse_event(raw: bytes, path_source: str, *, default_source: str) -> Courier
 def _describe(error: ValidationError) -> str:
     problems = error.errors(include_url=False, include_input=False, include_context=False)
     first = problems[0]
-    where = ".".join(str(part) for part in first["loc"])
-    message = first["msg"]
+    where = excerpt(".".join(str(part) for part in first["loc"]), 80)
+    message = excerpt(first["msg"], 160)
     if first["type"] == "json_invalid":
         return f"body is not valid JSON ({message.removeprefix('Invalid JSON: ')})"
     if first["type"] == "missing":
         message = "field required"
-    elif first["type"] == "extra_forbidden":
-        message = "unknown field"
     elif first["type"] == "model_type" and not where:
         return "body must be a JSON object"
     suffix = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""

@@ -45,4 +45,4 @@ def test_every_error_code_in_the_code_is_in_the_document() -> None:
 
 def test_every_intake_status_has_a_response() -> None:
     responses = DOCUMENT["paths"]["/v1/events/{source}"]["post"]["responses"]
-    assert set(responses) == {"202", "400", "401", "404", "413", "415", "429", "503"}
+    assert set(responses) == {"202", "400", "401", "404", "408", "413", "415", "429", "431", "503"}

@@ -506,12 +506,6 @@ def _missing(draw: Draw, document: dict[str, Any], source: Source) -> str:
     return f"missing: {path}"
 
 
-def _unknown_field(draw: Draw, document: dict[str, Any], source: Source) -> str:
-    name = draw(st.text(UTF8, max_size=12).filter(lambda key: key not in TOP_LEVEL))
-    document[name] = draw(any_json)
-    return "unknown top-level field"
-
-
 def _unstorable_number(draw: Draw, document: dict[str, Any], source: Source) -> str:
     _set(document, "payload." + draw(extra_names), _wrap(draw, draw(unstorable_numbers)))
     return "unstorable number in payload"
@@ -553,7 +547,6 @@ DOCUMENT_DEFECTS: tuple[DocumentDefect, ...] = (
     _wrong_type,
     _bad_value,
     _missing,
-    _unknown_field,
     _unstorable_number,
     _deep_payload,
     _bad_nested_key,

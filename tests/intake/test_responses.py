@@ -119,6 +119,33 @@ def test_extra_payload_fields_are_kept(client, stream) -> None:
     assert kept["carrierNotes"] == {"dock": 7, "tags": ["fragile"]}
 
 
+def test_unknown_top_level_fields_are_accepted_and_dropped(client, stream) -> None:
+    # A courier adding a field to its webhooks must not lose every event (the original
+    # accepted them too); unknown fields inside payload are kept, at the top level dropped.
+    document = event()
+    document["carrierRegion"] = "EU-West"
+    document["metadata"] = {"batch": 7, "ids": [1, 2]}
+    body, headers = signed(document, COURIER_SECRET)
+    assert post(client, "courier", body, headers).status_code == 202
+    kept = stream.entries()[-1]["kwargs"]["envelope"]["event"]
+    assert kept["eventId"] == document["eventId"]
+    assert "carrierRegion" not in kept and "metadata" not in kept
+
+
+def test_error_messages_never_echo_more_than_a_printable_excerpt(client, stream) -> None:
+    hostile = "\x1b[31m" + "k" * 2000 + "\u202e.evil"
+    document = event()
+    document["payload"]["notes"] = {hostile: 1}
+    body, headers = signed(document, COURIER_SECRET)
+    before = stream.length()
+    refused = assert_refused(post(client, "courier", body, headers), 400, "INVALID_PAYLOAD", "key")
+    message = refused["message"]
+    assert len(message) <= 300
+    assert all(" " <= char <= "~" or char == "…" for char in message), message
+    assert "k" * 40 not in message
+    assert stream.length() == before
+
+
 def test_traceparent_is_continued(client, stream) -> None:
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
     body, headers = signed(event(), COURIER_SECRET)
@@ -135,7 +162,6 @@ def test_traceparent_is_continued(client, stream) -> None:
         (lambda d: d.update(occurredAt="2026-01-01T00:00:00"), "occurredAt"),
         (lambda d: d.update(occurredAt=1767225600), "occurredAt"),
         (lambda d: d["payload"].pop("shipmentId"), "payload.shipmentId"),
-        (lambda d: d.update(unexpected=1), "unexpected: unknown field"),
         (lambda d: d["payload"].update(big=2**70), "64-bit"),
         (lambda d: d.update(source="ups"), None),
     ],
@@ -214,7 +240,10 @@ def test_unknown_source(client, stream) -> None:
 
 def test_unknown_route_and_method(client) -> None:
     assert_refused(client.get("/v2/nothing"), 404, "NOT_FOUND", "no such endpoint")
-    assert_refused(client.get("/v1/events/courier"), 405, "METHOD_NOT_ALLOWED", "method")
+    wrong_method = client.get("/v1/events/courier")
+    assert_refused(wrong_method, 405, "METHOD_NOT_ALLOWED", "method")
+    assert wrong_method.headers["allow"] == "POST"
+    assert client.delete("/health").headers["allow"] == "GET"
 
 
 def test_rate_limited_source_gets_429_and_others_are_unaffected(client, stream) -> None:

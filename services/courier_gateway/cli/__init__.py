@@ -67,6 +67,12 @@ def _run_replay(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _run_migrate(args: argparse.Namespace) -> int:
+    from courier_gateway.cli.migrate import run
+
+    return run(args)
+
+
 def _run_sign(args: argparse.Namespace) -> int:
     from courier_gateway.cli.sign import run
 
@@ -130,6 +136,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_replay_arguments(replay)
     replay.set_defaults(handler=_run_replay)
+
+    from courier_gateway.cli.migrate import add_arguments as add_migrate_arguments
+
+    migrate = commands.add_parser(
+        "migrate",
+        help="move documents written by earlier versions into their tenants' namespaces"
+        " (idempotent; run once after upgrading)",
+    )
+    add_migrate_arguments(migrate)
+    migrate.set_defaults(handler=_run_migrate)
 
     operator = commands.add_parser(
         "operator",

@@ -66,6 +66,18 @@ class Settings(BaseModel):
     shutdown_delay_seconds: Annotated[float, Field(ge=0, le=120)] = Field(
         0.0, alias="SHUTDOWN_DELAY_SECONDS"
     )
+    request_head_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = Field(
+        10.0, alias="REQUEST_HEAD_TIMEOUT_SECONDS"
+    )
+    request_body_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = Field(
+        30.0, alias="REQUEST_BODY_TIMEOUT_SECONDS"
+    )
+    max_header_bytes: Annotated[int, Field(ge=1024, le=16384)] = Field(
+        8192, alias="MAX_HEADER_BYTES"
+    )
+    max_connections: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        4096, alias="MAX_CONNECTIONS"
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="LOG_LEVEL")
     # Read by the OpenTelemetry exporter itself; checked here so a typo stops the start-up.
     otel_exporter_otlp_protocol: Literal["", "http/protobuf", "grpc"] = Field(

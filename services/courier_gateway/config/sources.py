@@ -24,13 +24,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from courier_gateway.config._errors import ConfigError, describe_validation_error
 from courier_gateway.config.settings import Settings
+from courier_gateway.tenancy import DEFAULT_SOURCE
 
 __all__ = ["DEFAULT_SOURCE", "Key", "KeyRing", "RateLimit", "Scheme", "Source", "load_sources"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SOURCE = "courier"
-_SOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_SOURCE_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+_SOURCE_NAME = re.compile(_SOURCE_NAME_PATTERN)
 _KEY_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 _KEY_ID_RE = re.compile(_KEY_ID)
 
@@ -70,6 +71,12 @@ class Source:
     inline_keys: tuple[Key, ...]
     secrets_dir: Path | None
     keys: tuple[Key, ...] = ()
+    #: Where this source's shipments live: its own name, unless the file shares one on purpose.
+    shipment_namespace: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.shipment_namespace:
+            self.shipment_namespace = self.name
 
 
 def decode_secret(scheme: Scheme, value: str) -> bytes:
@@ -112,6 +119,8 @@ class _SourceFile(BaseModel):
     secretsDir: Path | None = None  # noqa: N815
     toleranceSeconds: Annotated[int, Field(ge=1, le=86400)] | None = None  # noqa: N815
     rateLimit: _RateLimitFile | None = None  # noqa: N815
+    # Sources that really share parcels (an aggregator and a carrier) name one namespace.
+    shipmentNamespace: str | None = Field(default=None, pattern=_SOURCE_NAME_PATTERN)  # noqa: N815
 
     @model_validator(mode="after")
     def _has_keys(self) -> _SourceFile:
@@ -171,6 +180,7 @@ def _source_from_file(path: Path, name: str, spec: _SourceFile, settings: Settin
         ),
         inline_keys=tuple(inline),
         secrets_dir=spec.secretsDir,
+        shipment_namespace=spec.shipmentNamespace or name,
     )
     if spec.secretsDir is not None:
         if not spec.secretsDir.is_dir():

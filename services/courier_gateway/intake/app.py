@@ -12,6 +12,7 @@ import asyncio
 import itertools
 import logging
 import os
+import socket
 from functools import partial
 from types import SimpleNamespace
 from typing import Any
@@ -26,14 +27,16 @@ from sanic.exceptions import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    RequestCancelled,
     RequestTimeout,
     SanicException,
 )
 from sanic.handlers import ErrorHandler
-from sanic.response import HTTPResponse
+from sanic.response import HTTPResponse, empty
 from sanic.worker.loader import AppLoader
 
-from courier_gateway.config import KeyRing, Settings, load_sources
+from courier_gateway.config import ConfigError, KeyRing, Settings, load_sources
+from courier_gateway.intake.protocol import HeadTooLargeError, IntakeProtocol
 from courier_gateway.intake.responses import error_response
 from courier_gateway.intake.routes import routes
 from courier_gateway.intake.state import IntakeState
@@ -58,11 +61,19 @@ App = Sanic[Config, SimpleNamespace]
 
 
 class _JsonErrors(ErrorHandler):
-    """Errors Sanic raises itself (404, 405, 413, malformed HTTP) in the intake's JSON shape."""
+    """Errors Sanic raises itself (404, 405, 408, 413, 431, malformed HTTP) in the JSON shape.
+
+    A client that goes away mid-request is its own outcome, ``client_closed``, logged at DEBUG:
+    any anonymous client can do it at will, so it must neither fill the logs nor fire alerts.
+    """
 
     def default(self, request: Request, exception: Exception) -> HTTPResponse:
         headers = request.headers
         trace_id = request_id(headers.getall("x-request-id", [])) or os.urandom(16).hex()
+        if isinstance(exception, RequestCancelled):
+            INTAKE_REQUESTS.labels(_source_label(request), "client_closed").inc()
+            log.debug("client closed the connection", extra={"traceId": trace_id})
+            return empty(status=499)  # nobody is there to read it
         status, code, message = _describe(request, exception)
         INTAKE_REQUESTS.labels(_source_label(request), code.lower()).inc()
         if status >= 500:
@@ -76,7 +87,10 @@ class _JsonErrors(ErrorHandler):
                 "intake request",
                 extra={"traceId": trace_id, "status": status, "errorCode": code},
             )
-        return error_response(status, code, message, trace_id)
+        response = error_response(status, code, message, trace_id)
+        if isinstance(exception, MethodNotAllowed) and exception.headers.get("Allow"):
+            response.headers["allow"] = exception.headers["Allow"]
+        return response
 
 
 def _source_label(request: Request) -> str:
@@ -93,7 +107,6 @@ def _source_label(request: Request) -> str:
 _SANIC_ERRORS: tuple[tuple[type[Exception], int, str, str], ...] = (
     (NotFound, 404, "NOT_FOUND", "no such endpoint; events go to POST /v1/events/{source}"),
     (MethodNotAllowed, 405, "METHOD_NOT_ALLOWED", "this endpoint does not accept that method"),
-    (RequestTimeout, 408, "REQUEST_TIMEOUT", "the request was not received in time"),
     (BadRequest, 400, "INVALID_REQUEST", "the HTTP request is malformed"),
 )
 
@@ -102,12 +115,24 @@ def _describe(request: Request, exception: Exception) -> tuple[int, str, str]:
     if isinstance(exception, PayloadTooLarge):
         limit = request.app.config.REQUEST_MAX_SIZE
         return 413, "PAYLOAD_TOO_LARGE", f"the body exceeds {limit} bytes (MAX_BODY_BYTES)"
+    if isinstance(exception, HeadTooLargeError):
+        limit = request.app.config.REQUEST_MAX_HEADER_SIZE
+        return 431, "HEADERS_TOO_LARGE", f"the request headers exceed {limit} bytes"
+    if isinstance(exception, RequestTimeout):
+        # Our own deadlines' messages say which part was late (protocol.py); never input.
+        return 408, "REQUEST_TIMEOUT", str(exception)
     for kind, status, code, message in _SANIC_ERRORS:
         if isinstance(exception, kind):
             return status, code, message
     if isinstance(exception, SanicException) and 400 <= exception.status_code < 500:
         return exception.status_code, "INVALID_REQUEST", "the request was refused"
     return 500, "INTERNAL_ERROR", "an unexpected error occurred; it has been logged"
+
+
+def _check_interval(settings: Settings) -> float:
+    """How often a connection's deadlines are checked: a quarter of the shortest, within reason."""
+    shortest = min(settings.request_head_timeout_seconds, settings.request_body_timeout_seconds)
+    return min(1.0, max(0.05, shortest / 4))
 
 
 def create_app(settings: Settings, *, name: str | None = None) -> App:
@@ -128,6 +153,12 @@ def create_app(settings: Settings, *, name: str | None = None) -> App:
     )
     app.config.update(
         REQUEST_MAX_SIZE=settings.max_body_bytes,
+        REQUEST_MAX_HEADER_SIZE=settings.max_header_bytes,
+        # The intake's own deadlines and connection cap (protocol.py).
+        INTAKE_HEAD_TIMEOUT=settings.request_head_timeout_seconds,
+        INTAKE_BODY_TIMEOUT=settings.request_body_timeout_seconds,
+        INTAKE_TIMEOUT_CHECK=_check_interval(settings),
+        INTAKE_MAX_CONNECTIONS=settings.max_connections,
         GRACEFUL_SHUTDOWN_TIMEOUT=settings.shutdown_grace_seconds,
         # Short keep-alive: idle connections otherwise hold a draining process open.
         KEEP_ALIVE_TIMEOUT=5,
@@ -198,9 +229,29 @@ def create_app(settings: Settings, *, name: str | None = None) -> App:
     return app
 
 
+def check_port_available(host: str, port: int) -> None:
+    """Raise :class:`ConfigError` naming ``API_PORT`` when the address cannot be bound.
+
+    Sanic would otherwise fail deep in its start-up with a long traceback.
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as error:
+        raise ConfigError(f"API_HOST: {host!r} cannot be resolved ({error.strerror})") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as error:
+            raise ConfigError(
+                f"API_PORT: port {port} on {host} is not available ({error.strerror})"
+            ) from None
+
+
 def serve(settings: Settings) -> None:
     """Run the ingress in the foreground with ``INGRESS_WORKERS`` processes until SIGTERM/SIGINT."""
     settings.require("REDIS_URL")
+    check_port_available(settings.api_host, settings.api_port)
     single = settings.ingress_workers == 1
     loader = AppLoader(factory=partial(create_app, settings, name="courier-gateway"))
     app = loader.load()
@@ -211,6 +262,7 @@ def serve(settings: Settings) -> None:
         single_process=single,
         access_log=False,
         motd=False,
+        protocol=IntakeProtocol,
     )
     if single:
         Sanic.serve_single(primary=app)

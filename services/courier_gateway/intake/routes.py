@@ -37,6 +37,7 @@ from courier_gateway.observability.metrics import (
 from courier_gateway.queue import WriteRequest, encode_event_message
 from courier_gateway.queue.intake_writer import IntakeUnavailableError
 from courier_gateway.signatures import SignatureError, verify
+from courier_gateway.tenancy import hint_key
 
 __all__ = ["routes"]
 
@@ -147,12 +148,14 @@ async def _accept(
                         trace_id=public_id,
                         traceparent=enqueue_span.traceparent,
                         source=source_name,
+                        shipment_namespace=source.shipment_namespace,
                         key_id=key_id,
                     ),
                     rate_key=f"cg:ratelimit:{source_name}",
                     per_second=limit.per_second if limit else 0,
                     burst=limit.burst if limit else 0,
-                    hint_key=f"cg:seen:{event.idempotencyKey}",
+                    # Scoped by the authenticated source: no other source can make this a duplicate.
+                    hint_key=hint_key(source_name, event.idempotencyKey),
                     hint_ttl=settings.dedup_hint_ttl_seconds,
                 )
             )

@@ -13,7 +13,16 @@ from typing import Any
 
 import orjson
 
-__all__ = ["PROCESS_EVENT_TASK", "encode_event_message", "encode_message"]
+from courier_gateway.tenancy import scoped
+
+__all__ = [
+    "PROCESS_EVENT_TASK",
+    "encode_event_message",
+    "encode_message",
+    "ledger_id",
+    "shipment_namespace_of",
+    "tenant_of",
+]
 
 PROCESS_EVENT_TASK = "courier_gateway.process_event"
 
@@ -34,18 +43,22 @@ def encode_event_message(
     trace_id: str,
     traceparent: str,
     source: str,
+    shipment_namespace: str,
     key_id: str,
 ) -> bytes:
     """Encode one newly received event as a taskiq message for :data:`PROCESS_EVENT_TASK`.
 
     The W3C ``traceparent`` travels in the labels (where taskiq middlewares look for context);
-    the envelope in the keyword arguments carries what the worker stores with the outcome.
+    the envelope in the keyword arguments carries what the worker stores with the outcome:
+    ``source`` is the authenticated source (the tenant), ``shipmentNamespace`` where its
+    shipments live (see :mod:`courier_gateway.tenancy`).
     """
     envelope: dict[str, Any] = {
         "event": event,
         "receivedAt": received_at,
         "traceId": trace_id,
         "source": source,
+        "shipmentNamespace": shipment_namespace,
         "keyId": key_id,
     }
     return encode_message(
@@ -65,3 +78,20 @@ def encode_message(envelope: dict[str, Any], labels: dict[str, Any]) -> bytes:
             "kwargs": {"envelope": envelope},
         }
     )
+
+
+def tenant_of(envelope: dict[str, Any]) -> str:
+    """The event's tenant: the source that authenticated it (never the body's ``source``)."""
+    tenant: str = envelope["source"]
+    return tenant
+
+
+def shipment_namespace_of(envelope: dict[str, Any]) -> str:
+    """Where the event's shipment lives (envelopes from before tenancy: the tenant's own)."""
+    namespace: str = envelope.get("shipmentNamespace") or tenant_of(envelope)
+    return namespace
+
+
+def ledger_id(envelope: dict[str, Any]) -> str:
+    """The event's ledger id: its idempotency key scoped by its tenant."""
+    return scoped(tenant_of(envelope), envelope["event"]["idempotencyKey"])

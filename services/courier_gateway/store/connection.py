@@ -6,6 +6,7 @@ from typing import Any
 
 from beanie import init_beanie
 from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 from pymongo.monitoring import (
     CommandFailedEvent,
@@ -39,6 +40,19 @@ class _RoundTrips(CommandListener):
         return None
 
 
+async def _drop_superseded_indexes(database: AsyncDatabase[dict[str, Any]]) -> None:
+    """Drop indexes earlier versions created that now contradict the model.
+
+    Before tenancy a dead letter's idempotency key was unique on its own; two sources may now
+    use the same key, so that index (superseded by the unique ``(tenant, idempotencyKey)``)
+    would refuse the second source's dead letter.
+    """
+    letters = database[DeadLetterEvent.Settings.name]
+    for name, spec in (await letters.index_information()).items():
+        if [field for field, _ in spec["key"]] == ["idempotencyKey"]:
+            await letters.drop_index(name)
+
+
 async def open_store(settings: Settings) -> AsyncMongoClient[dict[str, Any]]:
     """Connect, initialise Beanie and create the indexes (idempotent); return the client.
 
@@ -59,10 +73,12 @@ async def open_store(settings: Settings) -> AsyncMongoClient[dict[str, Any]]:
         event_listeners=[_RoundTrips()],
     )
     try:
+        database = client[settings.mongo_db]
         await init_beanie(
-            database=client[settings.mongo_db],
+            database=database,
             document_models=[ProcessedEvent, ActiveShipment, DeadLetterEvent],
         )
+        await _drop_superseded_indexes(database)
     except PyMongoError as error:
         await client.close()
         raise ConfigError(

@@ -45,12 +45,16 @@ class AttemptRecord(BaseModel):
 class ProcessedEvent(Document):
     """The idempotency ledger: who holds an event (lease) and how it ended.
 
-    ``_id`` is the idempotency key: unique by construction, found through the primary key.
+    ``_id`` is the idempotency key scoped by the tenant (:func:`courier_gateway.tenancy.scoped`):
+    unique by construction, found through the primary key.
     """
 
-    id: str | None = Field(default=None, description="the idempotency key")  # type: ignore[assignment]
+    id: str | None = Field(default=None, description="the scoped idempotency key")  # type: ignore[assignment]
     idempotencyKey: str  # noqa: N815
+    #: The source that authenticated the event; absent on records written before tenancy.
+    tenant: str | None = None
     eventId: str  # noqa: N815
+    #: The body's ``source`` (descriptive only).
     source: str
     shipmentId: str  # noqa: N815
     traceId: str  # noqa: N815
@@ -69,6 +73,8 @@ class ProcessedEvent(Document):
         name = "processed_events"
         indexes: ClassVar[list[IndexModel]] = [
             IndexModel([("createdAt", ASCENDING)], expireAfterSeconds=LEDGER_TTL_SECONDS),
+            # "What happened to event X of source S?" without knowing its idempotency key.
+            IndexModel([("tenant", ASCENDING), ("eventId", ASCENDING)]),
         ]
 
 
@@ -81,17 +87,22 @@ class HistoryEntry(BaseModel):
     status: str
     occurredAt: datetime  # noqa: N815
     source: str
+    #: The source that authenticated the event (absent on entries written before tenancy).
+    tenant: str | None = None
     receivedAt: str  # noqa: N815
 
 
 class ActiveShipment(Document):
     """A shipment's current state (from its latest event) and its whole history.
 
-    ``_id`` is the shipment id (``shipmentId`` repeats it for readers of the collection).
+    ``_id`` is the shipment id scoped by its namespace (:func:`courier_gateway.tenancy.scoped`);
+    ``shipmentId`` and ``namespace`` repeat its parts for readers of the collection.
     """
 
-    id: str | None = Field(default=None, description="the shipment id")  # type: ignore[assignment]
+    id: str | None = Field(default=None, description="the scoped shipment id")  # type: ignore[assignment]
     shipmentId: str  # noqa: N815
+    #: The shipment namespace (the source's name unless shared); absent before tenancy.
+    namespace: str | None = None
     orderId: str | None = None  # noqa: N815
     status: str | None
     lastEventId: str | None = None  # noqa: N815
@@ -119,10 +130,16 @@ class ReplayRecord(BaseModel):
 
 
 class DeadLetterEvent(Document):
-    """An event that could not be processed; one per idempotency key, re-opened on new failure."""
+    """An event that could not be processed; one per tenant and idempotency key, re-opened on
+    new failure."""
 
     idempotencyKey: str  # noqa: N815
+    #: The source that authenticated the event; absent on records written before tenancy.
+    tenant: str | None = None
+    #: Where the event's shipment lives (replays need it; absent before tenancy).
+    shipmentNamespace: str | None = None  # noqa: N815
     eventId: str  # noqa: N815
+    #: The body's ``source`` (descriptive only).
     source: str
     reasonCode: str  # noqa: N815
     reasonMessage: str  # noqa: N815
@@ -139,7 +156,8 @@ class DeadLetterEvent(Document):
     class Settings:
         name = "dead_letter_events"
         indexes: ClassVar[list[IndexModel]] = [
-            IndexModel([("idempotencyKey", ASCENDING)], unique=True),
+            IndexModel([("tenant", ASCENDING), ("idempotencyKey", ASCENDING)], unique=True),
+            IndexModel([("tenant", ASCENDING), ("eventId", ASCENDING)]),
             IndexModel([("reviewStatus", ASCENDING), ("reasonCode", ASCENDING)]),
             IndexModel([("deadLetteredAt", ASCENDING)], expireAfterSeconds=DEAD_LETTER_TTL_SECONDS),
         ]

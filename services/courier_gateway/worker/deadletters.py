@@ -10,8 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from bson import ObjectId
+from bson.errors import InvalidId
 from pymongo.asynchronous.collection import AsyncCollection
 
+from courier_gateway.queue.messages import shipment_namespace_of, tenant_of
 from courier_gateway.store import AttemptRecord, DeadLetterEvent
 from courier_gateway.worker.ledger import now
 
@@ -37,11 +40,15 @@ class DeadLetters:
     ) -> None:
         """Create or re-open the dead letter of this event (idempotent for the same attempts)."""
         event = envelope["event"]
+        tenant = tenant_of(envelope)
         await self.collection.update_one(
-            {"idempotencyKey": event["idempotencyKey"]},
+            _record_filter(envelope, tenant),
             {
                 "$set": {
                     "eventId": event["eventId"],
+                    "idempotencyKey": event["idempotencyKey"],
+                    "tenant": tenant,
+                    "shipmentNamespace": shipment_namespace_of(envelope),
                     "source": event["source"],
                     "reasonCode": reason_code,
                     "reasonMessage": reason_message,
@@ -58,3 +65,18 @@ class DeadLetters:
             },
             upsert=True,
         )
+
+
+def _record_filter(envelope: dict[str, Any], tenant: str) -> dict[str, Any]:
+    """The dead letter to create or re-open: the replayed one, else the tenant's for this key.
+
+    A replayed event names its dead letter, so a record written before tenancy (no ``tenant``
+    field) is re-opened rather than duplicated, and gains the tenant.
+    """
+    replayed = (envelope.get("replay") or {}).get("deadLetterId")
+    if replayed:
+        try:
+            return {"_id": ObjectId(replayed)}
+        except (InvalidId, TypeError):
+            pass
+    return {"tenant": tenant, "idempotencyKey": envelope["event"]["idempotencyKey"]}

@@ -76,11 +76,16 @@ class Ledger:
         *,
         key: str,
         token: str,
+        tenant: str,
         event: dict[str, Any],
         trace_id: str,
         reopen_dead_letter: bool,
     ) -> Claimed | Duplicate | Busy:
-        """Take the key for this attempt (a new key: one insert, shared with concurrent claims)."""
+        """Take the key for this attempt (a new key: one insert, shared with concurrent claims).
+
+        ``key`` is the ledger id (the idempotency key scoped by ``tenant``, see
+        :func:`courier_gateway.queue.messages.ledger_id`).
+        """
         moment = now()
         now_ms = int(time.time() * 1000)
         lease_until = now_ms + self._lease_ms
@@ -90,7 +95,8 @@ class Ledger:
                     # The key is the _id (primary key): unique by construction, and every later
                     # call finds the record without a secondary index.
                     "_id": key,
-                    "idempotencyKey": key,
+                    "idempotencyKey": event["idempotencyKey"],
+                    "tenant": tenant,
                     "eventId": event["eventId"],
                     "source": event["source"],
                     "shipmentId": event["payload"]["shipmentId"],
@@ -119,6 +125,7 @@ class Ledger:
             {
                 "$set": {
                     "status": "processing",
+                    "tenant": tenant,  # records written before tenancy gain it here
                     "leaseOwner": token,
                     "leaseUntilMs": lease_until,
                     "traceId": trace_id,
@@ -131,7 +138,12 @@ class Ledger:
         existing = await self.collection.find_one({"_id": key})
         if existing is None:  # expired by TTL between our two calls: start over as new
             return await self.claim(
-                key=key, token=token, event=event, trace_id=trace_id, reopen_dead_letter=False
+                key=key,
+                token=token,
+                tenant=tenant,
+                event=event,
+                trace_id=trace_id,
+                reopen_dead_letter=False,
             )
         if existing["status"] == "processing":
             until_ms = max(int(existing.get("leaseUntilMs") or 0), now_ms)

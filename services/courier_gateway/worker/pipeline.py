@@ -26,6 +26,7 @@ from courier_gateway.observability.worker_metrics import (
     PROCESSING,
     WORKER_OUTCOMES,
 )
+from courier_gateway.queue.messages import ledger_id, tenant_of
 from courier_gateway.worker.downstream import Downstream
 from courier_gateway.worker.errors import DeferredError, ProcessingError, classify
 from courier_gateway.worker.ledger import Busy, Duplicate, Ledger, now
@@ -103,13 +104,14 @@ class Pipeline:
         started = now()
         clock = time.perf_counter()
         event = envelope["event"]
-        key = event["idempotencyKey"]
+        # The ledger id is scoped by the authenticated source: no other source can claim it.
+        key = ledger_id(envelope)
         token: str | None = None
         fields: dict[str, Any] = {
             "traceId": envelope.get("traceId"),
             "spanId": job.span_id,
             "eventId": event.get("eventId"),
-            "source": event.get("source"),
+            "source": tenant_of(envelope),
             "attempt": envelope.get("attempt", 1),
         }
         try:
@@ -117,6 +119,7 @@ class Pipeline:
                 claim = await self.ledger.claim(
                     key=key,
                     token=f"{self.worker_id}/{uuid.uuid4().hex[:8]}",
+                    tenant=tenant_of(envelope),
                     event=event,
                     trace_id=envelope["traceId"],
                     reopen_dead_letter="replay" in envelope,
@@ -219,6 +222,7 @@ def _update(envelope: dict[str, Any]) -> dict[str, Any]:
         "eventType": event["eventType"],
         "occurredAt": event["occurredAt"],
         "source": event["source"],
+        "tenant": tenant_of(envelope),
         "shipmentId": payload["shipmentId"],
         "orderId": payload.get("orderId"),
         "status": payload["status"],

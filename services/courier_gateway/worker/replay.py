@@ -42,15 +42,21 @@ class Selection:
     limit: int = 100
 
     def query(self) -> dict[str, Any]:
-        """The MongoDB filter for pending dead letters matching the selection."""
-        query: dict[str, Any] = {"reviewStatus": "pending"}
+        """The MongoDB filter for pending dead letters matching the selection.
+
+        Sources are tenants (the source that authenticated the event); a dead letter written
+        before tenancy has no tenant and is matched by the source it recorded.
+        """
+        conditions: list[dict[str, Any]] = [{"reviewStatus": "pending"}]
         if self.event_ids:
-            query["eventId"] = {"$in": list(self.event_ids)}
+            conditions.append({"eventId": {"$in": list(self.event_ids)}})
         if self.reasons:
-            query["reasonCode"] = {"$in": list(self.reasons)}
+            conditions.append({"reasonCode": {"$in": list(self.reasons)}})
         if self.sources:
-            query["source"] = {"$in": list(self.sources)}
-        return query
+            wanted = {"$in": list(self.sources)}
+            conditions.append({"$or": [{"tenant": wanted}, {"tenant": None, "source": wanted}]})
+        # $and, not sibling fields beside a $or: the embedded test store ignores those.
+        return conditions[0] if len(conditions) == 1 else {"$and": conditions}
 
     def in_window(self, dead_lettered_at: Any) -> bool:
         """Whether a dead letter's time falls in ``[since, until)``.
@@ -98,16 +104,24 @@ def _traceparent(trace_id: str) -> str:
     return f"00-{trace}-{os.urandom(8).hex()}-01"
 
 
+def _tenant(letter: dict[str, Any]) -> str:
+    """The dead letter's tenant; one written before tenancy counts as its recorded source's."""
+    tenant: str = letter.get("tenant") or letter["source"]
+    return tenant
+
+
 def _envelope(letter: dict[str, Any], request_id: str) -> dict[str, Any]:
     attempts = [
         {**attempt, "startedAt": _iso(attempt["startedAt"]), "endedAt": _iso(attempt["endedAt"])}
         for attempt in letter.get("attempts", [])
     ]
+    tenant = _tenant(letter)
     return {
         "event": letter["event"],
         "receivedAt": letter["receivedAt"],
         "traceId": letter["traceId"],
-        "source": letter["source"],
+        "source": tenant,
+        "shipmentNamespace": letter.get("shipmentNamespace") or tenant,
         "keyId": letter.get("keyId"),
         "attempt": 1,
         "round": int(letter.get("deadLetterCount", 1)) + 1,
@@ -155,7 +169,7 @@ async def replay(
         entry = {
             "eventId": letter["eventId"],
             "idempotencyKey": letter["idempotencyKey"],
-            "source": letter["source"],
+            "source": _tenant(letter),
             "reasonCode": letter["reasonCode"],
             "deadLetteredAt": _iso(letter["deadLetteredAt"]),
         }
@@ -185,7 +199,7 @@ async def replay(
             labels = {
                 "traceparent": _traceparent(letter["traceId"]),
                 "traceId": letter["traceId"],
-                "source": letter["source"],
+                "source": _tenant(letter),
             }
             await redis.xadd(stream, {"data": encode_message(envelope, labels)})
             replays = [

@@ -22,6 +22,7 @@ from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
 
 from courier_gateway.observability.worker_metrics import RETRIES_SCHEDULED, WORKER_OUTCOMES
 from courier_gateway.queue import PROCESS_EVENT_TASK, encode_message
+from courier_gateway.queue.messages import ledger_id, tenant_of
 from courier_gateway.queue.retry_schedule import RetrySchedule
 from courier_gateway.worker.deadletters import DeadLetters
 from courier_gateway.worker.errors import (
@@ -144,7 +145,7 @@ class RetryMiddleware(TaskiqMiddleware):
         )
         if failed.token is not None:
             await self.ledger.finish(
-                key=envelope["event"]["idempotencyKey"],
+                key=ledger_id(envelope),
                 token=failed.token,
                 status="dead_lettered",
                 attempts=history,
@@ -176,9 +177,7 @@ class RetryMiddleware(TaskiqMiddleware):
         self, envelope: dict[str, Any], token: str, attempts: list[dict[str, Any]]
     ) -> None:
         try:
-            await self.ledger.release(
-                key=envelope["event"]["idempotencyKey"], token=token, attempts=attempts
-            )
+            await self.ledger.release(key=ledger_id(envelope), token=token, attempts=attempts)
         except STORE_UNAVAILABLE:
             # The retry is already scheduled; the lease simply expires.
             log.info("could not release the lease; it will expire", extra=_context(envelope))
@@ -189,6 +188,6 @@ def _context(envelope: dict[str, Any], **fields: Any) -> dict[str, Any]:
     return {
         "traceId": envelope.get("traceId"),
         "eventId": event.get("eventId"),
-        "source": event.get("source"),
+        "source": tenant_of(envelope),
         **fields,
     }

@@ -28,7 +28,9 @@ from typing import Any, Literal
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
+from courier_gateway.queue.messages import ledger_id, shipment_namespace_of, tenant_of
 from courier_gateway.store import ActiveShipment
+from courier_gateway.tenancy import scoped
 from courier_gateway.worker.errors import TerminalError, TransientError
 from courier_gateway.worker.ledger import now
 
@@ -92,9 +94,13 @@ def parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def history_key(idempotency_key: str) -> str:
-    """The history map's key for an event: a digest, since ids may contain '.' or '$'."""
-    return hashlib.sha256(idempotency_key.encode()).hexdigest()[:24]
+def history_key(event_ledger_id: str) -> str:
+    """The history map's key for an event: a digest of its ledger id (ids may hold '.' or '$').
+
+    The ledger id is scoped by the tenant, so two sources sharing a shipment namespace never
+    mistake each other's events for their own.
+    """
+    return hashlib.sha256(event_ledger_id.encode()).hexdigest()[:24]
 
 
 class Shipments:
@@ -110,11 +116,13 @@ class Shipments:
         """Apply one event; idempotent. Raise :class:`TerminalError` on an invalid transition."""
         event = envelope["event"]
         payload = event["payload"]
-        shipment_id = payload["shipmentId"]
+        namespace = shipment_namespace_of(envelope)
+        # The document id is the shipment id scoped by the source's shipment namespace.
+        shipment_id = scoped(namespace, payload["shipmentId"])
         occurred_at = parse_time(event["occurredAt"])
         order = order_key(occurred_at, event["eventId"])
         status = payload["status"]
-        entry_key = history_key(event["idempotencyKey"])
+        entry_key = history_key(ledger_id(envelope))
         entry = {
             "idempotencyKey": event["idempotencyKey"],
             "eventId": event["eventId"],
@@ -122,6 +130,7 @@ class Shipments:
             "status": status,
             "occurredAt": occurred_at,
             "source": event["source"],
+            "tenant": tenant_of(envelope),
             "receivedAt": envelope["receivedAt"],
         }
         current: dict[str, Any] = {
@@ -149,7 +158,11 @@ class Shipments:
                     guard,
                     {
                         "$set": {**current, "updatedAt": moment},
-                        "$setOnInsert": {"shipmentId": shipment_id, "createdAt": moment},
+                        "$setOnInsert": {
+                            "shipmentId": payload["shipmentId"],
+                            "namespace": namespace,
+                            "createdAt": moment,
+                        },
                     },
                     upsert=True,
                 )
