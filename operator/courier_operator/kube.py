@@ -17,6 +17,7 @@ option leaves an object.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -182,7 +183,7 @@ class KubeClient:
         self._user_agent = user_agent
         self._field_manager = field_manager
         self._timeout = timeout
-        self._retired: list[AsyncClient] = []
+        self._closing: set[asyncio.Task[None]] = set()
         self._api = self._connect(info)
 
     def _connect(self, info: kopf.ConnectionInfo) -> AsyncClient:
@@ -197,15 +198,25 @@ class KubeClient:
         return api
 
     def refresh(self, info: kopf.ConnectionInfo) -> None:
-        """Use new credentials from now on (the previous client closes at :meth:`aclose`)."""
-        self._retired.append(self._api)
-        self._api = self._connect(info)
+        """Use new credentials from now on; the previous client is closed once the requests
+        under way on it have had their timeout to finish."""
+        retired, self._api = self._api, self._connect(info)
+        task = asyncio.get_running_loop().create_task(self._close_later(retired))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _close_later(self, api: AsyncClient) -> None:
+        try:
+            await asyncio.sleep(self._timeout * 2)
+        finally:
+            await api.close()
 
     async def aclose(self) -> None:
-        """Close every connection pool."""
-        for api in [*self._retired, self._api]:
-            await api.close()
-        self._retired.clear()
+        """Close every connection pool (retired ones at once)."""
+        for task in list(self._closing):
+            task.cancel()
+        await asyncio.gather(*self._closing, return_exceptions=True)
+        await self._api.close()
 
     @staticmethod
     async def _retrying(call: Callable[[], Awaitable[Any]]) -> Any:
