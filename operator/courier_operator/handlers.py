@@ -35,6 +35,8 @@ from courier_operator.replay.sync import delete_replay_job, sync_replay
 __all__ = ["FINALIZER", "Login", "OperatorState", "build_registry", "default_login"]
 
 FINALIZER = f"{GROUP}/operator"
+# Objects per page when kopf lists a resource before watching it.
+LIST_CHUNK_SIZE = 500
 _OWNED = {"app.kubernetes.io/managed-by": MANAGED_BY}
 
 Login = Callable[..., kopf.ConnectionInfo | Awaitable[kopf.ConnectionInfo | None] | None]
@@ -117,6 +119,8 @@ def build_registry(
         settings.scanning.disabled = True
         settings.posting.level = 20  # INFO and up become Events
         settings.watching.server_timeout = 300
+        # Lists (before each watch) come in pages: cluster-wide, "every Deployment" is large.
+        settings.watching.chunk_size = LIST_CHUNK_SIZE
         settings.execution.max_workers = 8
 
     @kopf.on.login(registry=registry)

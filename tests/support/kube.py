@@ -83,6 +83,22 @@ class KubernetesAPI(kmock.KubernetesEmulator):  # type: ignore[misc]
                 self._stamp_update(request)
         return await super()._handle(request)
 
+    async def _serve_list(self, request: Any) -> Any:
+        """Lists in pages when asked (``limit``, ``continue``), as the API server serves them."""
+        listed = await super()._serve_list(request)
+        limit = int(request.params.get("limit") or 0)
+        if not limit:
+            return listed
+        items = sorted(
+            listed["items"],
+            key=lambda item: (item["metadata"].get("namespace") or "", item["metadata"]["name"]),
+        )
+        start = int(request.params.get("continue") or 0)
+        rest = start + limit < len(items)
+        listed["items"] = items[start : start + limit]
+        listed["metadata"] = {**listed["metadata"], "continue": str(start + limit) if rest else ""}
+        return listed
+
     def _current(self, request: Any) -> dict[str, Any] | None:
         key = (request.resource, request.namespace, request.name)
         if key not in self.objects or self.objects[key].deleted:
