@@ -8,8 +8,8 @@ one as installed, the new one as ``helm upgrade`` renders it. What is checked:
   Helm never upgraded), as templates Helm now upgrades, marked ``helm.sh/resource-policy: keep``;
   each is a valid CustomResourceDefinition, still serves every version the old one served, and
   keeps the same storage version (no silent storage migration);
-- every custom resource the old chart created and every sample in ``k8s/samples/`` is still
-  valid under the new schemas (stored objects stay readable and writable);
+- every custom resource the old chart created and every sample of the old ``k8s/samples/`` is
+  still valid under the new schemas (stored objects stay readable and writable);
 - every object the upgrade renders is valid (Kubernetes 1.30 schemas, custom resources against
   the new CRDs), and the custom resources are ordinary release objects again (no install hook);
 - docs/deploy.md tells how to let Helm adopt the CRDs the old chart left unmanaged, naming each.
@@ -21,6 +21,7 @@ import subprocess
 import tarfile
 from collections.abc import Iterator
 from io import BytesIO
+from pathlib import Path
 from typing import Any
 
 import helm_python as helm
@@ -44,15 +45,21 @@ VALUES: dict[str, Any] = {
 
 
 @pytest.fixture(scope="module")
-def previous_chart(tmp_path_factory: pytest.TempPathFactory) -> Iterator[helm.Chart]:
+def previous(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The previous release's chart and samples, from git history."""
     archive = subprocess.run(
-        ["git", "archive", "--format=tar", PREVIOUS, "charts/courier-gateway"],
+        ["git", "archive", "--format=tar", PREVIOUS, "charts/courier-gateway", "k8s/samples"],
         cwd=ROOT, capture_output=True, check=True, timeout=60,
     ).stdout  # fmt: skip
     folder = tmp_path_factory.mktemp("previous")
     with tarfile.open(fileobj=BytesIO(archive)) as tar:
         tar.extractall(folder, filter="data")
-    with helm.Chart.load(folder / "charts" / "courier-gateway") as chart:
+    return folder
+
+
+@pytest.fixture(scope="module")
+def previous_chart(previous: Path) -> Iterator[helm.Chart]:
+    with helm.Chart.load(previous / "charts" / "courier-gateway") as chart:
         yield chart
 
 
@@ -67,11 +74,17 @@ def _objects(manifests: dict[str, str]) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def old(previous_chart: helm.Chart) -> dict[str, list[dict[str, Any]]]:
-    """The previous release: its crds/ (installed once) and its templates."""
+def old(previous: Path, previous_chart: helm.Chart) -> dict[str, list[dict[str, Any]]]:
+    """The previous release: its crds/ (installed once), its templates, its samples."""
     crds = [doc for crd in previous_chart.crds for doc in yaml.safe_load_all(crd["data"]) if doc]
     rendered = previous_chart.render(VALUES, name=RELEASE, namespace=NAMESPACE, is_install=True)
-    return {"crds": crds, "objects": _objects(rendered)}
+    samples = [
+        doc
+        for path in sorted((previous / "k8s" / "samples").glob("*.yaml"))
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc
+    ]
+    return {"crds": crds, "objects": _objects(rendered), "samples": samples}
 
 
 @pytest.fixture(scope="module")
@@ -113,12 +126,7 @@ def test_the_upgrade_carries_every_old_crd_as_a_kept_release_object(
 def _stored_objects(old: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     groups = {crd["spec"]["group"] for crd in old["crds"]}
     created = [doc for doc in old["objects"] if doc["apiVersion"].split("/")[0] in groups]
-    samples = [
-        doc
-        for path in sorted((ROOT / "k8s" / "samples").glob("*.yaml"))
-        for doc in yaml.safe_load_all(path.read_text())
-        if doc and doc["apiVersion"].split("/")[0] in groups
-    ]
+    samples = [doc for doc in old["samples"] if doc["apiVersion"].split("/")[0] in groups]
     return created + samples
 
 
