@@ -82,12 +82,12 @@ def _check_storable(value: Any, where: str, depth: int) -> None:
         raise ValueError(f"{where}: nested deeper than {_MAX_DEPTH} levels")
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return
-    if isinstance(value, int):
-        if not -_INT64_MAX - 1 <= value <= _INT64_MAX:
-            raise ValueError(f"{where}: integer out of the 64-bit range")
-    elif isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"{where}: number out of range")
+    if isinstance(value, int | float):
+        # JSON does not tell 1e20 from 100000000000000000000, so neither may pass: every number
+        # must fit the 64-bit integer range, however it is spelt (the OpenAPI document says the
+        # same with minimum and maximum). Integers beyond it have no BSON type.
+        if not (math.isfinite(value) and -_INT64_MAX - 1 <= value <= _INT64_MAX):
+            raise ValueError(f"{where}: number out of the 64-bit range")
     elif isinstance(value, dict):
         for key, item in value.items():
             if key.startswith("$") or "." in key or "\x00" in key:

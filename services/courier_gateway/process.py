@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import gc
+import signal
+import sys
 
-__all__ = ["settle_garbage_collector"]
+__all__ = ["die_with_parent", "settle_garbage_collector"]
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(signum: int = signal.SIGTERM) -> None:  # pragma: no cover - pre-exec
+    """Ask the kernel to send ``signum`` to this process when its parent dies (Linux).
+
+    Meant for ``preexec_fn`` (between fork and exec, so only async-signal-safe work): the
+    request survives the exec. Elsewhere it does nothing, and callers also watch their
+    parent themselves.
+    """
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signum)
 
 
 def settle_garbage_collector() -> None:

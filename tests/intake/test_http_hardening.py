@@ -23,6 +23,7 @@ from tests.support.servers import GatewayProcess, RedisServer, start_gateway, wa
 from tests.support.signing import event, signed
 
 SECRET = "hardening-secret-0001"
+CLOSE_HEALTH = b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
 HEAD_DEADLINE = 2.0
 BODY_DEADLINE = 2.0
 
@@ -186,3 +187,31 @@ def test_a_taken_port_is_one_line_naming_api_port(gateway: GatewayProcess, tmp_p
     assert "API_PORT" in lines[0] and gateway.env["API_PORT"] in lines[0]
     # The first ingress is unharmed.
     assert httpx.get(f"{gateway.url}/ready", timeout=5).status_code == 200
+
+
+def test_connections_beyond_the_cap_get_503_at_once(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    env = base_env(redis_server.url, SIGNING_SECRET=SECRET, MAX_CONNECTIONS="4")
+    capped = start_gateway("ingress", env, log_path=tmp_path / "capped.log")
+    held: list[socket.socket] = []
+    try:
+        # Keep-alive connections waiting for their next request count against the cap.
+        for _ in range(4):
+            connection = socket.create_connection(("127.0.0.1", port(capped)), timeout=5)
+            connection.sendall(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+            assert status_of(connection.recv(65536)) == 200
+            held.append(connection)
+        answer, took = exchange(port(capped), CLOSE_HEALTH)
+        assert status_of(answer) == 503 and b'"errorCode":"INTAKE_UNAVAILABLE"' in answer
+        assert b"MAX_CONNECTIONS" in answer and took < 1.0
+        held.pop().close()
+        assert wait_for(
+            lambda: status_of(exchange(port(capped), CLOSE_HEALTH)[0]) == 200,
+            timeout=5,
+        )
+        assert '"level":"error"' not in capped.logs()
+    finally:
+        for connection in held:
+            connection.close()
+        capped.stop(timeout=10)

@@ -60,6 +60,7 @@ ALERT_NAMES = {
     "CourierGatewayIntakeUnavailable",
     "CourierGatewayNoWorkerConsuming",
     "CourierGatewayDownstreamBreakerOpen",
+    "CourierGatewayDeferralsAging",
 }
 
 # Labels the scrape adds through the chart's PodMonitor/ServiceMonitor: which gateway a series
@@ -386,6 +387,7 @@ def test_dashboard_shape() -> None:
         "end-to-end latency",
         "breaker",
         "in flight",
+        "oldest deferral",
     ]:
         assert topic in titles, f"no panel for {topic}"
 

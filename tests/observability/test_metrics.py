@@ -272,7 +272,12 @@ def test_worker_health_and_readiness_turn_on_sigterm_while_draining(
         assert health.json() == {"status": "ok", "consuming": True}
         ready = worker_status(worker_port, "/ready")
         assert ready.status_code == 200
-        assert ready.json() == {"status": "ready", "consuming": True}
+        assert ready.json() == {
+            "status": "ready",
+            "consuming": True,
+            "redis": "connected",
+            "store": "connected",
+        }
         assert worker_status(worker_port, "/nothing").status_code == 404
 
         [response] = post_events(stack.url, [event()])
@@ -288,7 +293,12 @@ def test_worker_health_and_readiness_turn_on_sigterm_while_draining(
 
         assert wait_for(draining, timeout=1.5, interval=0.05), "/ready did not turn 503"
         not_ready = worker_status(worker_port, "/ready")
-        assert not_ready.json() == {"status": "not_ready", "consuming": False}
+        assert not_ready.json() == {
+            "status": "not_ready",
+            "consuming": False,
+            "redis": "connected",
+            "store": "connected",
+        }
         still_alive = worker_status(worker_port, "/health")
         assert still_alive.status_code == 200
         assert still_alive.json() == {"status": "ok", "consuming": False}

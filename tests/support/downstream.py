@@ -24,9 +24,10 @@ SIGNING_SECRET = "downstream-secret-1"
 
 @dataclass
 class Received:
-    at: float
+    at: float  # time.monotonic() on arrival
     headers: dict[str, str]
     body: dict[str, Any]
+    wall: float = field(default_factory=time.time)  # the same moment, epoch seconds
 
 
 @dataclass

@@ -70,6 +70,8 @@ class RedisServer:
     directory: Path
     port: int = field(default_factory=free_port)
     child: Child | None = None
+    #: AOF persistence: None (off, the default), or its fsync policy ("always", "everysec").
+    append_only: str | None = None
 
     @property
     def url(self) -> str:
@@ -83,7 +85,13 @@ class RedisServer:
         assert binary, "redis-server is not installed (make test installs it)"
         self.child = start_child(
             "redis",
-            redis_command(binary, self.port, self.directory, append_only=False),
+            redis_command(
+                binary,
+                self.port,
+                self.directory,
+                append_only=self.append_only is not None,
+                fsync=self.append_only or "everysec",
+            ),
             log_file=self.directory / "redis.log",
         )
         assert wait_until(lambda: tcp_open(self.port), timeout=10, child=self.child)
@@ -91,6 +99,13 @@ class RedisServer:
     def stop(self) -> None:
         if self.child is not None:
             self.child.stop(timeout=10)
+            self.child = None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: nothing is flushed beyond what the AOF already has."""
+        if self.child is not None:
+            self.child.process.kill()
+            self.child.process.wait(timeout=10)
             self.child = None
 
 

@@ -137,7 +137,9 @@ def test_sigterm_under_steady_load_drains_and_loses_nothing(
 
         sender = threading.Thread(target=load)
         sender.start()
-        time.sleep(3)
+        # Under load the worker can take seconds to start; signal it once it is consuming.
+        assert wait_for(lambda: stack.count("processed_events") > 0, timeout=30, interval=0.2)
+        time.sleep(2)
         signalled = time.monotonic()
         worker.child.process.send_signal(signal.SIGTERM)
         code = worker.child.process.wait(timeout=15)

@@ -44,12 +44,19 @@ def _run_ingress(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     settings.require("REDIS_URL")
+    if args.listen_fd is not None:  # a server process started by the supervisor
+        from courier_gateway.intake import serve
+
+        return serve(settings, listen_fd=args.listen_fd)
     load_sources(settings)  # fail here, in the parent, before any process is spawned
     _prepare_multiprocess_metrics(settings.ingress_workers)
+    if settings.ingress_workers > 1:
+        from courier_gateway.intake.supervisor import Supervisor
+
+        return Supervisor(settings).run()
     from courier_gateway.intake import serve
 
-    serve(settings)
-    return 0
+    return serve(settings)
 
 
 def _run_worker(args: argparse.Namespace) -> int:
@@ -122,6 +129,8 @@ def _parser() -> argparse.ArgumentParser:
     ingress = commands.add_parser(
         "ingress", help="run the HTTP ingress (settings from the environment)"
     )
+    # Internal: how the supervisor of several ingress processes starts each of them.
+    ingress.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)
     ingress.set_defaults(handler=_run_ingress)
 
     worker = commands.add_parser(

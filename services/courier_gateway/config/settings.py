@@ -113,6 +113,9 @@ class Settings(BaseModel):
         300_000, alias="RETRY_MAX_DELAY_MS"
     )
     retry_jitter: Annotated[float, Field(ge=0, le=1)] = Field(0.2, alias="RETRY_JITTER")
+    defer_max_seconds: Annotated[int, Field(ge=1, le=365 * 86400)] = Field(
+        86400, alias="DEFER_MAX_SECONDS"
+    )
 
     # Downstream delivery (optional).
     downstream_url: str | None = Field(None, alias="DOWNSTREAM_URL")

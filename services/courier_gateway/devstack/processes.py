@@ -7,8 +7,6 @@ even by SIGKILL, so a crashed ``make dev`` leaves nothing running.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import logging
 import signal
 import socket
@@ -19,6 +17,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+
+from courier_gateway.process import die_with_parent
 
 __all__ = [
     "Child",
@@ -32,13 +32,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass
@@ -80,7 +73,7 @@ def start_child(
             stdout=output if output is not None else sys.stderr,
             stderr=output if output is not None else sys.stderr,
             start_new_session=True,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only async-signal-safe work in it
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - only async-signal-safe work in it
         )
     finally:
         if output is not None and not isinstance(output, int):
@@ -126,9 +119,11 @@ def tcp_open(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-def redis_command(binary: str, port: int, directory: Path, *, append_only: bool) -> list[str]:
-    """A private ``redis-server`` on loopback: no snapshots; AOF (fsync every second) or none."""
-    persistence = ["--appendonly", "yes", "--appendfsync", "everysec"]
+def redis_command(
+    binary: str, port: int, directory: Path, *, append_only: bool, fsync: str = "everysec"
+) -> list[str]:
+    """A private ``redis-server`` on loopback: no snapshots; AOF (fsync ``fsync``) or none."""
+    persistence = ["--appendonly", "yes", "--appendfsync", fsync]
     return [
         binary,
         "--port",

@@ -1,9 +1,11 @@
 """Building and serving the Sanic application.
 
-Each ingress process builds its own app from the validated settings (Sanic spawns its worker
-processes, and each one calls :func:`create_app`). Listeners open the Redis and store clients,
-start the background tasks and, on stop, turn ``/ready`` to 503 before the listener closes, so a
-load balancer stops routing here while in-flight requests finish.
+Each ingress process builds its own app from the validated settings (with several processes,
+each server started by :mod:`~courier_gateway.intake.supervisor` calls :func:`create_app`).
+Listeners open the Redis and store clients, start the background tasks and, on stop, turn
+``/ready`` to 503 before the listener closes, so a load balancer stops routing here while
+in-flight requests finish. A supervised server also watches its supervisor and stops (without
+the shutdown delay: nobody routes to an orphan) as soon as it is gone.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import itertools
 import logging
 import os
 import socket
-from functools import partial
 from types import SimpleNamespace
 from typing import Any
 
@@ -33,13 +34,13 @@ from sanic.exceptions import (
 )
 from sanic.handlers import ErrorHandler
 from sanic.response import HTTPResponse, empty
-from sanic.worker.loader import AppLoader
 
 from courier_gateway.config import ConfigError, KeyRing, Settings, load_sources
 from courier_gateway.intake.protocol import HeadTooLargeError, IntakeProtocol
 from courier_gateway.intake.responses import error_response
 from courier_gateway.intake.routes import routes
 from courier_gateway.intake.state import IntakeState
+from courier_gateway.intake.supervisor import orphaned
 from courier_gateway.observability import (
     configure_logging,
     configure_tracing,
@@ -200,6 +201,7 @@ def create_app(settings: Settings, *, name: str | None = None) -> App:
         log.info(
             "ingress started",
             extra={
+                "pid": os.getpid(),
                 "sources": keyring.names(),
                 "redis": state.health.redis,
                 "store": state.health.store,
@@ -209,9 +211,10 @@ def create_app(settings: Settings, *, name: str | None = None) -> App:
     async def start_draining(app: App) -> None:
         state: IntakeState = app.ctx.state
         state.draining = True
-        log.info("draining", extra={"delaySeconds": settings.shutdown_delay_seconds})
-        if settings.shutdown_delay_seconds:
-            await asyncio.sleep(settings.shutdown_delay_seconds)
+        delay = 0.0 if orphaned() else settings.shutdown_delay_seconds
+        log.info("draining", extra={"delaySeconds": delay})
+        if delay:
+            await asyncio.sleep(delay)
 
     async def close_clients(app: App) -> None:
         state: IntakeState = app.ctx.state
@@ -248,23 +251,45 @@ def check_port_available(host: str, port: int) -> None:
             ) from None
 
 
-def serve(settings: Settings) -> None:
-    """Run the ingress in the foreground with ``INGRESS_WORKERS`` processes until SIGTERM/SIGINT."""
+def serve(settings: Settings, *, listen_fd: int | None = None) -> int:
+    """Run one ingress server process in the foreground until SIGTERM/SIGINT; its exit code.
+
+    ``listen_fd``: the listening socket inherited from the supervisor (several processes);
+    without it the process binds ``API_HOST:API_PORT`` itself.
+    """
     settings.require("REDIS_URL")
-    check_port_available(settings.api_host, settings.api_port)
-    single = settings.ingress_workers == 1
-    loader = AppLoader(factory=partial(create_app, settings, name="courier-gateway"))
-    app = loader.load()
+    if listen_fd is None:
+        check_port_available(settings.api_host, settings.api_port)
+    app = create_app(settings, name="courier-gateway")
+    sock = None
+    if listen_fd is not None:
+        sock = socket.socket(fileno=listen_fd)
+        app.after_server_start(_watch_supervisor)
+        app.before_server_stop(_stop_watching_supervisor)
     app.prepare(
         host=settings.api_host,
         port=settings.api_port,
-        workers=settings.ingress_workers,
-        single_process=single,
+        sock=sock,
+        single_process=True,
         access_log=False,
         motd=False,
         protocol=IntakeProtocol,
     )
-    if single:
-        Sanic.serve_single(primary=app)
-    else:
-        Sanic.serve(primary=app, app_loader=loader)
+    Sanic.serve_single(primary=app)
+    return 0
+
+
+async def _watch_supervisor(app: App) -> None:
+    async def watch() -> None:
+        # The kernel's parent-death signal covers Linux; this covers the rest, and a supervisor
+        # that died before that signal was armed.
+        while not orphaned():  # noqa: ASYNC110 - polling the parent pid: nothing to wait on
+            await asyncio.sleep(1)
+        log.warning("the ingress supervisor is gone; stopping")
+        app.stop()
+
+    app.ctx.supervisor_watch = asyncio.get_running_loop().create_task(watch())
+
+
+async def _stop_watching_supervisor(app: App) -> None:
+    app.ctx.supervisor_watch.cancel()

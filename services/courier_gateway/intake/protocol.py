@@ -89,23 +89,37 @@ class IntakeProtocol(HttpProtocol):
     """A connection with total deadlines for the request head and body, under a process cap."""
 
     HTTP_CLASS = IntakeHttp
-    __slots__ = ("_body_started", "_head_started")
+    __slots__ = ("_body_started", "_head_started", "_rejected")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_started: float | None = None
         self._body_started: float | None = None
+        self._rejected = False
 
     def connection_made(self, transport: Any) -> None:
         """Accept the connection, unless this process already holds as many as it may."""
         if len(self.connections) >= self.app.config.INTAKE_MAX_CONNECTIONS:
+            self._rejected = True
             transport.write(_overloaded())
-            transport.close()
+            # Half-close and read (discarding) until the client goes: closing outright with
+            # its request still unread would make the kernel reset the connection, and the
+            # client would see a reset instead of the 503. A second at most.
+            if transport.can_write_eof():
+                transport.write_eof()
+            self.loop.call_later(1.0, transport.close)
             return
         super().connection_made(transport)  # type: ignore[no-untyped-call]
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Forget the connection (a refused one never got Sanic's connection state)."""
+        if not self._rejected:
+            super().connection_lost(exc)  # type: ignore[no-untyped-call]
+
     def data_received(self, data: bytes) -> None:
         """Note when a request's first byte arrives: its head deadline counts from there."""
+        if self._rejected:
+            return
         if self._head_started is None:
             http = self.http
             if http is None or http.stage is Stage.IDLE:

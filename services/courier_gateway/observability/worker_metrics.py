@@ -9,6 +9,7 @@ from courier_gateway.observability.metrics import DUPLICATES, DeprecatedNames
 __all__ = [
     "BREAKER_STATE",
     "DEAD_LETTERS_PENDING",
+    "DEFERRAL_OLDEST_AGE",
     "END_TO_END",
     "JOBS_IN_FLIGHT",
     "PROCESSING",
@@ -26,7 +27,9 @@ _E2E_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900
 
 WORKER_OUTCOMES = Counter(
     "courier_gateway_worker_outcomes_total",
-    "Job attempts by outcome: processed, duplicate, retried, deferred, dead_lettered.",
+    "Job attempts by outcome: processed, duplicate, retried, deferred, dead_lettered,"
+    " lease_lost (the key was taken over: stopped without side effects), released (stopped"
+    " past the drain timeout).",
     ["outcome"],
 )
 PROCESSING = Histogram(
@@ -73,6 +76,12 @@ DEAD_LETTERS_PENDING = Gauge(
     "Dead letters waiting for review (reviewStatus pending).",
     multiprocess_mode="max",
 )
+DEFERRAL_OLDEST_AGE = Gauge(
+    "courier_gateway_deferral_oldest_age_seconds",
+    "Seconds since the first attempt of the oldest event waiting on a deferral (0: none);"
+    " such an event is dead-lettered DEFERRAL_EXPIRED after DEFER_MAX_SECONDS.",
+    multiprocess_mode="max",
+)
 BREAKER_STATE = Gauge(
     "courier_gateway_downstream_breaker_state",
     "Downstream circuit breaker per host: 0 closed, 1 half-open, 2 open.",
@@ -93,7 +102,15 @@ WORKER_UP = Gauge(
 
 def prime_worker() -> None:
     """Create the worker's labelled series at zero (see ``prime_intake``)."""
-    for outcome in ("processed", "duplicate", "retried", "deferred", "dead_lettered"):
+    for outcome in (
+        "processed",
+        "duplicate",
+        "retried",
+        "deferred",
+        "dead_lettered",
+        "lease_lost",
+        "released",
+    ):
         WORKER_OUTCOMES.labels(outcome)
     for outcome in ("processed", "duplicate", "failed"):
         PROCESSING.labels(outcome)

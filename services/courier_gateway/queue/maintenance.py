@@ -15,8 +15,10 @@ from __future__ import annotations
 import logging
 
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from courier_gateway.observability.worker_metrics import QUEUE_LAG, RETRIES_PENDING
+from courier_gateway.queue.broker import is_missing_group
 from courier_gateway.queue.state import read_queue_state
 
 __all__ = ["publish_queue_state", "remove_gone_consumers", "trim_acknowledged"]
@@ -64,7 +66,13 @@ async def remove_gone_consumers(
 ) -> list[str]:
     """Delete consumers idle longer than ``idle_ms`` that hold nothing pending."""
     removed: list[str] = []
-    for consumer in await redis.xinfo_consumers(stream, group):
+    try:
+        consumers = await redis.xinfo_consumers(stream, group)
+    except ResponseError as error:
+        if not is_missing_group(error):
+            raise
+        return removed  # Redis restarted empty: the worker's read loop recreates the group
+    for consumer in consumers:
         name = (
             consumer["name"].decode() if isinstance(consumer["name"], bytes) else consumer["name"]
         )

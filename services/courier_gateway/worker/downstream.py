@@ -5,6 +5,9 @@ The request is signed with the ``v1`` scheme (``DOWNSTREAM_SIGNING_SECRET``), ca
 and connection errors are transient; 429 is transient with its ``Retry-After``; any other 4xx is
 terminal. While a host's breaker is open no call is made: the event is *deferred* until the
 breaker's cool-down ends, so an outage downstream does not burn the events' attempts.
+
+A call may carry a send deadline (the end of the job's fenced lease): a request not yet written
+by then is not sent at all (:class:`~courier_gateway.worker.send_window.SendWindowClosedError`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,12 @@ from courier_gateway.config.sources import Scheme
 from courier_gateway.observability.worker_metrics import BREAKER_STATE
 from courier_gateway.signatures import sign
 from courier_gateway.worker.errors import DeferredError, TerminalError, TransientError
+from courier_gateway.worker.send_window import (
+    SendWindowClosedError,
+    SendWindowTransport,
+    reset_send_window,
+    send_before,
+)
 
 __all__ = ["CircuitBreaker", "Downstream"]
 
@@ -65,6 +74,10 @@ class CircuitBreaker:
             )
         self.probing = True
 
+    def abandoned(self) -> None:
+        """The call let through was not made after all: a half-open breaker may probe again."""
+        self.probing = False
+
     def succeeded(self) -> None:
         """A call worked: close."""
         if self.opened_at is not None:
@@ -89,7 +102,7 @@ class Downstream:
     ) -> None:
         self.url = url
         self._secret = secret
-        self._client = httpx.AsyncClient(timeout=timeout)
+        self._client = httpx.AsyncClient(timeout=timeout, transport=SendWindowTransport())
         self._threshold = threshold
         self._cooldown = cooldown
         self.breakers: dict[str, CircuitBreaker] = {}
@@ -111,12 +124,23 @@ class Downstream:
         await self._client.aclose()
 
     async def deliver(
-        self, update: dict[str, Any], *, idempotency_key: str, traceparent: str
+        self,
+        update: dict[str, Any],
+        *,
+        idempotency_key: str,
+        traceparent: str,
+        deadline: float | None = None,
     ) -> None:
-        """POST one update; raise a classified error unless the downstream accepted it."""
+        """POST one update; raise a classified error unless the downstream accepted it.
+
+        ``deadline`` (epoch seconds): if the request is not written by then it is not sent,
+        and :class:`SendWindowClosedError` is raised.
+        """
+        window = send_before(deadline)
         try:
             await self._deliver(update, idempotency_key=idempotency_key, traceparent=traceparent)
         finally:
+            reset_send_window(window)
             self.publish_states()
 
     async def _deliver(
@@ -133,6 +157,9 @@ class Downstream:
         }
         try:
             response = await self._client.post(self.url, content=body, headers=headers)
+        except SendWindowClosedError:
+            breaker.abandoned()
+            raise
         except httpx.TimeoutException:
             breaker.failed()
             raise TransientError(

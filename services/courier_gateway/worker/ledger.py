@@ -150,12 +150,6 @@ class Ledger:
             return Busy(datetime.fromtimestamp(until_ms / 1000, UTC))
         return Duplicate(existing["status"])
 
-    async def mark_applied(self, *, key: str, token: str) -> None:
-        """Record that the store step ran, so a retry after a downstream failure skips it."""
-        await self.collection.update_one(
-            {"_id": key, "leaseOwner": token}, {"$set": {"appliedAt": now()}}
-        )
-
     async def release(self, *, key: str, token: str, attempts: list[dict[str, Any]]) -> None:
         """Give the key up after a failed attempt, recording the attempts so far."""
         await self.collection.update_one(

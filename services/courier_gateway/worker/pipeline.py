@@ -1,12 +1,16 @@
-"""One event's processing: claim → check → apply → deliver → mark processed.
+"""One event's processing: claim → check → apply → fence → deliver → mark processed.
 
 The task returns only when the outcome is stored (taskiq then acknowledges the message). A
 failure is raised as :class:`AttemptFailedError`, classified, for the retry middleware to schedule
-or dead-letter; the pipeline itself never sleeps on a retry.
+or dead-letter and to log as the attempt's one line; the pipeline itself never sleeps on a retry.
+A job that finds its key taken over (see :mod:`~courier_gateway.worker.leases`) logs one line and
+raises :class:`~courier_gateway.worker.leases.LeaseLostError`: it stops with no side effect and
+leaves its message to whoever holds the event now.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -28,8 +32,15 @@ from courier_gateway.observability.worker_metrics import (
 )
 from courier_gateway.queue.messages import ledger_id, tenant_of
 from courier_gateway.worker.downstream import Downstream
-from courier_gateway.worker.errors import DeferredError, ProcessingError, classify
+from courier_gateway.worker.errors import (
+    STORE_UNAVAILABLE,
+    DeferredError,
+    ProcessingError,
+    classify,
+)
+from courier_gateway.worker.leases import LeaseLostError, Leases
 from courier_gateway.worker.ledger import Busy, Duplicate, Ledger, now
+from courier_gateway.worker.send_window import SendWindowClosedError
 from courier_gateway.worker.shipments import Shipments, check_event
 
 __all__ = [
@@ -42,18 +53,33 @@ __all__ = [
 
 log = logging.getLogger("courier_gateway.worker")
 
+# Outcomes with their own processing-time series; the others count as "failed".
+_TIMED = frozenset({"processed", "duplicate"})
+
 # taskiq injects the running message's context (its labels carry the traceparent).
 _TASK_CONTEXT: Any = TaskiqDepends()
 
 
 class AttemptFailedError(Exception):
-    """An attempt failed; carries the classified error and what the middleware needs."""
+    """An attempt failed; carries the classified error and what the middleware needs.
 
-    def __init__(self, error: ProcessingError, *, started: datetime, token: str | None) -> None:
+    ``fields`` is the attempt's log context (trace, event, duration): the middleware writes the
+    attempt's one line once it knows the outcome (retry scheduled, deferred, dead-lettered).
+    """
+
+    def __init__(
+        self,
+        error: ProcessingError,
+        *,
+        started: datetime,
+        token: str | None,
+        fields: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(error.message)
         self.error = error
         self.started = started
         self.token = token
+        self.fields = fields or {}
 
 
 def attempt_record(
@@ -77,6 +103,17 @@ def attempt_record(
     }
 
 
+@dataclass(slots=True)
+class _Attempt:
+    """One attempt's bookkeeping: its key, start, log context and, once claimed, its token."""
+
+    key: str
+    started: datetime
+    clock: float
+    fields: dict[str, Any]
+    token: str | None = None
+
+
 @dataclass
 class Pipeline:
     """The processing steps, bound to the worker's store and downstream clients."""
@@ -85,6 +122,7 @@ class Pipeline:
     shipments: Shipments
     downstream: Downstream | None
     worker_id: str
+    leases: Leases
 
     async def process(self, envelope: dict[str, Any], context: Context = _TASK_CONTEXT) -> str:
         """The taskiq task: bring one event to a stored outcome, or raise AttemptFailedError."""
@@ -101,98 +139,136 @@ class Pipeline:
             JOBS_IN_FLIGHT.dec()
 
     async def _process(self, envelope: dict[str, Any], job: SpanHandle) -> str:
-        started = now()
-        clock = time.perf_counter()
         event = envelope["event"]
-        # The ledger id is scoped by the authenticated source: no other source can claim it.
-        key = ledger_id(envelope)
-        token: str | None = None
-        fields: dict[str, Any] = {
-            "traceId": envelope.get("traceId"),
-            "spanId": job.span_id,
-            "eventId": event.get("eventId"),
-            "source": tenant_of(envelope),
-            "attempt": envelope.get("attempt", 1),
-        }
+        attempt = _Attempt(
+            # The ledger id is scoped by the authenticated source: no other source can claim it.
+            key=ledger_id(envelope),
+            started=now(),
+            clock=time.perf_counter(),
+            fields={
+                "traceId": envelope.get("traceId"),
+                "spanId": job.span_id,
+                "eventId": event.get("eventId"),
+                "source": tenant_of(envelope),
+                "attempt": envelope.get("attempt", 1),
+            },
+        )
+        key, clock, fields = attempt.key, attempt.clock, attempt.fields
         try:
-            with span("ledger claim", parent=job):
-                claim = await self.ledger.claim(
-                    key=key,
-                    token=f"{self.worker_id}/{uuid.uuid4().hex[:8]}",
-                    tenant=tenant_of(envelope),
-                    event=event,
-                    trace_id=envelope["traceId"],
-                    reopen_dead_letter="replay" in envelope,
-                )
-            if isinstance(claim, Duplicate):
-                DUPLICATES.labels("ledger").inc()
-                self._finish("duplicate", clock, fields, previous=claim.status)
-                return "duplicate"
-            if isinstance(claim, Busy):
-                wait = max(0.05, (claim.until - datetime.now(UTC)).total_seconds() + 0.05)
-                raise DeferredError("EVENT_BUSY", "another worker holds this event", delay=wait)
-            token = claim.token
-            check_event(event)
-            if not claim.applied:
-                with span("apply shipment", parent=job):
-                    fields["effect"] = await self.shipments.apply(envelope)
-                    if self.downstream is not None:
-                        await self.ledger.mark_applied(key=key, token=token)
-            if self.downstream is not None:
-                with span("POST downstream", parent=job, kind="client") as call:
-                    await self.downstream.deliver(
-                        _update(envelope), idempotency_key=key, traceparent=call.traceparent
-                    )
-            record = attempt_record(
-                envelope, started=started, worker=self.worker_id, outcome="processed"
-            )
-            with span("ledger mark processed", parent=job):
-                kept = await self.ledger.finish(
-                    key=key,
-                    token=token,
-                    status="processed",
-                    attempts=[*envelope.get("attempts", []), record],
-                )
-            if not kept:
-                # Our lease expired and another worker took the key: it will finish it; the
-                # effect is applied once either way (the history is keyed by idempotency key).
-                fields["leaseLost"] = True
-        except AttemptFailedError:
+            outcome = await self._steps(envelope, job, attempt)
+        except LeaseLostError:
+            self._finish("lease_lost", clock, fields, level=logging.WARNING)
+            raise
+        except asyncio.CancelledError:
+            # Stopped past the drain timeout: give the key back for whoever gets the message.
+            if attempt.token is not None:
+                await self._release_on_cancel(key, attempt.token, envelope)
+            self._finish("released", clock, fields, level=logging.WARNING)
             raise
         except Exception as error:
             classified = classify(error)
-            unexpected = classified.code == "UNEXPECTED_ERROR"
-            self._finish(
-                "failed",
-                clock,
-                fields,
-                exc_info=error if unexpected else None,
-                errorCode=classified.code,
-                error=classified.message,
+            duration = time.perf_counter() - clock
+            PROCESSING.labels("failed").observe(duration)
+            if classified.code == "UNEXPECTED_ERROR":
+                log.error("unexpected error in a job", exc_info=error, extra=fields)
+            fields["durationMs"] = round(duration * 1000, 3)
+            raise AttemptFailedError(
+                classified, started=attempt.started, token=attempt.token, fields=fields
+            ) from error
+        finally:
+            if attempt.token is not None:
+                self.leases.drop(key, attempt.token)
+        if outcome == "processed":
+            self._finish("processed", clock, fields)
+            observe_terminal("processed", envelope)
+        return outcome
+
+    async def _steps(self, envelope: dict[str, Any], job: SpanHandle, attempt: _Attempt) -> str:
+        """Claim, check, apply, fence, deliver, mark; ``processed`` or ``duplicate``."""
+        event = envelope["event"]
+        key = attempt.key
+        with span("ledger claim", parent=job):
+            claim = await self.ledger.claim(
+                key=key,
+                token=f"{self.worker_id}/{uuid.uuid4().hex[:8]}",
+                tenant=tenant_of(envelope),
+                event=event,
+                trace_id=envelope["traceId"],
+                reopen_dead_letter="replay" in envelope,
             )
-            raise AttemptFailedError(classified, started=started, token=token) from error
-        self._finish("processed", clock, fields)
-        observe_terminal("processed", envelope)
+        if isinstance(claim, Duplicate):
+            DUPLICATES.labels("ledger").inc()
+            self._finish("duplicate", attempt.clock, attempt.fields, previous=claim.status)
+            return "duplicate"
+        if isinstance(claim, Busy):
+            wait = max(0.05, (claim.until - datetime.now(UTC)).total_seconds() + 0.05)
+            raise DeferredError("EVENT_BUSY", "another worker holds this event", delay=wait)
+        token = attempt.token = claim.token
+        self.leases.hold(key, token)
+        check_event(event)
+        if not claim.applied:
+            with span("apply shipment", parent=job):
+                attempt.fields["effect"] = await self.shipments.apply(envelope)
+        if self.downstream is not None:
+            # Still ours? One round trip that also renews the lease and, the first time,
+            # records that the store step ran (a retry skips it). The request must then be on
+            # the wire before the lease it bought runs out.
+            deadline = await self.leases.fence(key, token, applied=not claim.applied)
+            with span("POST downstream", parent=job, kind="client") as call:
+                try:
+                    await self.downstream.deliver(
+                        _update(envelope),
+                        idempotency_key=key,
+                        traceparent=call.traceparent,
+                        deadline=deadline,
+                    )
+                except SendWindowClosedError:
+                    # Paused between the fence and the wire: not sent; whoever holds the key
+                    # now (maybe still us) finishes the event from a redelivery.
+                    raise LeaseLostError(key) from None
+        record = attempt_record(
+            envelope, started=attempt.started, worker=self.worker_id, outcome="processed"
+        )
+        with span("ledger mark processed", parent=job):
+            kept = await self.ledger.finish(
+                key=key,
+                token=token,
+                status="processed",
+                attempts=[*envelope.get("attempts", []), record],
+            )
+        if not kept:
+            # Another worker took the key over after our fence: it finishes the event (the
+            # effect is keyed by idempotency key, so it is applied once either way).
+            raise LeaseLostError(key)
         return "processed"
+
+    async def _release_on_cancel(self, key: str, token: str, envelope: dict[str, Any]) -> None:
+        try:
+            async with asyncio.timeout(2):
+                await self.ledger.release(
+                    key=key, token=token, attempts=list(envelope.get("attempts", []))
+                )
+        except (TimeoutError, *STORE_UNAVAILABLE):
+            pass  # the lease expires by itself
 
     @staticmethod
     def _finish(
         outcome: str,
         clock: float,
         fields: dict[str, Any],
-        exc_info: BaseException | None = None,
+        *,
+        level: int = logging.INFO,
         **more: Any,
     ) -> None:
-        """Count, time and log one attempt (one JSON line per job attempt)."""
+        """Count, time and log one attempt that ended here (one JSON line per job attempt)."""
         duration = time.perf_counter() - clock
-        PROCESSING.labels(outcome).observe(duration)
-        if outcome != "failed":
-            WORKER_OUTCOMES.labels(outcome).inc()
+        PROCESSING.labels(outcome if outcome in _TIMED else "failed").observe(duration)
+        WORKER_OUTCOMES.labels(outcome).inc()
         line = {**fields, "outcome": outcome, "durationMs": round(duration * 1000, 3), **more}
-        if exc_info is None:
+        if level == logging.INFO:
             log_line(log, "job attempt", line)  # the common case, without logging's machinery
         else:
-            log.info("job attempt", exc_info=exc_info, extra=line)
+            log.log(level, "job attempt", extra=line)
 
 
 def observe_terminal(outcome: str, envelope: dict[str, Any]) -> None:

@@ -2,6 +2,13 @@
 
 The worker has no web framework and needs none: this is a minimal HTTP/1.1 responder on
 asyncio streams (one request per connection), enough for Prometheus and Kubernetes probes.
+
+- ``/ready``: 200 while the worker consumes and its last calls to Redis and to the store worked;
+  503 while draining or while either is unreachable (the worker waits it out and turns ready
+  again by itself; it is not restarted for it).
+- ``/health`` (liveness): 200 unless the worker is *stuck*: consuming, yet neither a stream read
+  nor a job has finished for a long time. An outage is not being stuck (the read loop keeps
+  retrying), so a liveness probe never restarts a worker for a dependency it cannot fix.
 """
 
 from __future__ import annotations
@@ -9,24 +16,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from courier_gateway.observability.metrics import render
 
-__all__ = ["StatusServer"]
+__all__ = ["Status", "StatusServer"]
 
 _REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """What the probes report: consuming or draining, dependencies, and whether it is stuck."""
+
+    consuming: bool
+    redis: bool = True
+    store: bool = True
+    #: Seconds since the last sign of progress, when that is past the stuck threshold.
+    stuck_for: float | None = None
 
 
 class StatusServer:
     """Serves the worker's status on ``host:port`` while the worker runs."""
 
-    def __init__(self, host: str, port: int, *, consuming: Callable[[], bool]) -> None:
+    def __init__(self, host: str, port: int, *, status: Callable[[], Status]) -> None:
         self._host = host
         self._port = port
-        self._consuming = consuming
+        self._status = status
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
@@ -45,13 +64,26 @@ class StatusServer:
             return 405, "application/json", b'{"errorCode":"METHOD_NOT_ALLOWED"}'
         if path == "/metrics":
             return 200, CONTENT_TYPE_LATEST, render()
-        consuming = self._consuming()
+        state = self._status()
         if path == "/health":
-            return 200, "application/json", orjson.dumps({"status": "ok", "consuming": consuming})
+            if state.stuck_for is not None:
+                body: dict[str, object] = {
+                    "status": "stuck",
+                    "consuming": state.consuming,
+                    "idleSeconds": round(state.stuck_for, 1),
+                }
+                return 503, "application/json", orjson.dumps(body)
+            body = {"status": "ok", "consuming": state.consuming}
+            return 200, "application/json", orjson.dumps(body)
         if path == "/ready":
-            status = 200 if consuming else 503
-            body = {"status": "ready" if consuming else "not_ready", "consuming": consuming}
-            return status, "application/json", orjson.dumps(body)
+            ready = state.consuming and state.redis and state.store
+            body = {
+                "status": "ready" if ready else "not_ready",
+                "consuming": state.consuming,
+                "redis": "connected" if state.redis else "unavailable",
+                "store": "connected" if state.store else "unavailable",
+            }
+            return (200 if ready else 503), "application/json", orjson.dumps(body)
         return 404, "application/json", b'{"errorCode":"NOT_FOUND"}'
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
