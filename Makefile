@@ -4,6 +4,8 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# `make dev` needs only the gateway and its embedded store, not the dev tools of `make test`.
+RUNTIME_STAMP := $(VENV)/.installed-runtime
 LINT_PATHS := $(wildcard services operator tests loadtest)
 
 .PHONY: dev test lint format bench clean venv
@@ -14,13 +16,18 @@ $(PY):
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
-	@touch $(STAMP)
+	@touch $(STAMP) $(RUNTIME_STAMP)
+
+$(RUNTIME_STAMP): pyproject.toml | $(PY)
+	@echo "installing the gateway and its embedded store into $(VENV) (about a minute, once)"
+	$(PY) -m pip install --progress-bar on -e '.[embedded]'
+	@touch $(RUNTIME_STAMP)
 
 venv: $(STAMP)
 
-dev: $(STAMP)
+dev: $(RUNTIME_STAMP)
 	@.ci/ensure-tools redis-server:redis-server
-	$(VENV)/bin/courier-gateway dev
+	@$(VENV)/bin/courier-gateway dev
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check $(LINT_PATHS)

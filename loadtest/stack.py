@@ -15,6 +15,7 @@ process by the listening socket they serve on), the ingress's main process, and 
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -421,20 +422,13 @@ class LocalStack:
             raise StackError(f"redis-server did not start:\n{_tail(self.log('redis'))}")
 
     def _start_store(self) -> None:
-        binary = shutil.which("nx-27017") or str(Path(sys.executable).parent / "nx-27017")
-        if not Path(binary).exists():
+        if importlib.util.find_spec("nx_27017") is None:
             raise StackError("nx-27017 not found: pip install -e '.[dev]'")
         data = self.directory / "store"
         data.mkdir()
         child = self._start(
             "store",
-            store_command(
-                binary,
-                self.store_port,
-                data,
-                log_file=self.directory / "store-server.log",
-                pid_file=self.directory / "store.pid",
-            ),
+            store_command(self.store_port, data, pid_file=self.directory / "store.pid"),
         )
         if not wait_until(lambda: tcp_open(self.store_port), timeout=_START_TIMEOUT, child=child):
             raise StackError(f"nx-27017 did not start:\n{_tail(self.log('store'))}")

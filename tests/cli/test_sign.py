@@ -33,11 +33,17 @@ SECRETS = {"courier": COURIER_SECRET, "dhl": DHL_SECRET, "legacy": LEGACY_SECRET
 SCHEMES = {"courier": Scheme.V1, "dhl": Scheme.STANDARD_WEBHOOKS, "legacy": Scheme.LEGACY_BODY}
 
 
-def sign(*args: str | Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """Run ``courier-gateway sign ARGS`` with exactly ``env`` plus PATH."""
+def sign(
+    *args: str | Path, env: dict[str, str], cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``courier-gateway sign ARGS`` with exactly ``env`` plus PATH, in ``cwd``.
+
+    The default directory has no ``.data``: a checkout where ``make dev`` runs must not leak in.
+    """
     return subprocess.run(
         [sys.executable, "-m", "courier_gateway", "sign", *map(str, args)],
         env={"PATH": os.environ["PATH"], **env},
+        cwd=cwd or Path(__file__).parent,
         capture_output=True,
         text=True,
         timeout=30,
@@ -80,13 +86,17 @@ def assert_accepted(status: int, answer: dict[str, Any], source: str) -> None:
     assert answer["idempotencyKey"] == f"{source}:{answer['eventId']}"
 
 
-def assert_usage_error(result: subprocess.CompletedProcess[str], *mentions: str) -> str:
+def assert_usage_error(
+    result: subprocess.CompletedProcess[str],
+    *mentions: str,
+    label: str = "courier-gateway sign: usage error: ",
+) -> str:
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert result.stdout == ""
     assert "Traceback" not in result.stderr
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("courier-gateway: configuration error: "), lines[0]
+    assert lines[0].startswith(label), lines[0]
     for mention in mentions:
         assert mention in lines[0], lines[0]
     return lines[0]
@@ -196,7 +206,9 @@ def test_unknown_source_without_secret(ingress: GatewayProcess) -> None:
 
 
 def test_no_secret_and_nothing_configured() -> None:
-    line = assert_usage_error(sign(env={}), "SIGNING_SECRET")
+    line = assert_usage_error(
+        sign(env={}), "SIGNING_SECRET", label="courier-gateway: configuration error: "
+    )
     assert "SOURCES_FILE" in line
 
 
@@ -254,3 +266,61 @@ def test_secret_file_problems_are_named(tmp_path: Path) -> None:
     assert_usage_error(sign("--secret-file", tmp_path, env={}), "holds no key file")
     missing = tmp_path / "missing"
     assert_usage_error(sign("--secret-file", missing, env={}), "cannot be read")
+
+
+def test_sample_options_shape_the_generated_event(ingress: GatewayProcess) -> None:
+    env = {"SIGNING_SECRET": COURIER_SECRET, "API_PORT": ingress.env["API_PORT"]}
+    result = sign(
+        "--event-id", "evt_shaped_1", "--status", "teleported", "--shipment-id", "shp_s1",
+        "--json", env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    body = json.loads(json.loads(result.stdout)["body"])
+    assert body["eventId"] == "evt_shaped_1"
+    assert body["payload"]["status"] == "teleported"
+    assert body["payload"]["shipmentId"] == "shp_s1"
+    assert body["eventType"] == "shipment.status.updated"
+
+
+def test_sample_options_with_an_event_file_are_a_usage_error(tmp_path: Path) -> None:
+    event_file(tmp_path / "event.json")
+    result = sign(tmp_path / "event.json", "--status", "delivered", env={"SIGNING_SECRET": "x" * 8})
+    assert_usage_error(result, "--status", "EVENT_FILE")
+
+
+def write_dev_env(directory: Path, variables: dict[str, str]) -> None:
+    """What ``make dev`` leaves in a checkout: ``.data/env`` (see devstack/envfile.py)."""
+    from courier_gateway.devstack.envfile import write_env_file
+
+    (directory / ".data").mkdir()
+    write_env_file(directory / ".data", variables)
+
+
+def test_dev_env_file_gives_the_stacks_port_and_secret(
+    ingress: GatewayProcess, tmp_path: Path
+) -> None:
+    write_dev_env(
+        tmp_path,
+        {"API_PORT": ingress.env["API_PORT"], "SOURCES_FILE": ingress.env["SOURCES_FILE"]},
+    )
+    result = sign("--send", "--source", "dhl", env={}, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("202 ")
+    # A variable set in the environment wins over the file.
+    result = sign("--json", env={"API_PORT": "4321"}, cwd=tmp_path)
+    assert json.loads(result.stdout)["url"] == "http://127.0.0.1:4321/v1/events/courier"
+
+
+def test_another_stack_in_the_environment_ignores_the_dev_env_file(tmp_path: Path) -> None:
+    write_dev_env(tmp_path, {"API_PORT": "4000", "SIGNING_SECRET": COURIER_SECRET})
+    result = sign("--json", env={"REDIS_URL": "redis://elsewhere:6379/0"}, cwd=tmp_path)
+    # Neither the file's port nor its secret: the environment describes another stack.
+    assert_usage_error(result, "SIGNING_SECRET", label="courier-gateway: configuration error: ")
+
+
+def test_a_stopped_stacks_secret_still_signs(ingress: GatewayProcess, tmp_path: Path) -> None:
+    (tmp_path / ".data").mkdir()
+    (tmp_path / ".data" / "signing-secret").write_text(COURIER_SECRET + "\n")
+    result = sign("--url", ingress.url, env={}, cwd=tmp_path)
+    status, answer = run_curl(curl_output(result))
+    assert_accepted(status, answer, "courier")

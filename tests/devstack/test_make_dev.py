@@ -1,12 +1,15 @@
 """``courier-gateway dev`` as a new user meets it: start, copy the printed curl, get a 202, stop.
 
-Nothing may be left running afterwards, whether the stack is stopped with Ctrl-C (SIGINT),
-SIGTERM, or killed outright (its children are tied to it by the kernel's parent-death signal).
+Nothing may be left running afterwards, whether the stack is stopped with SIGTERM or killed
+outright (its children are tied to it by the kernel's parent-death signal); a stopped stack
+removes its ``.data/env``, and a restart on the same directory keeps the signing secret. Ctrl-C
+and the whole README walk-through are in ``tests/docs/test_quick_start.py``.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +19,6 @@ from pathlib import Path
 
 import orjson
 import psutil
-import pytest
 from pymongo import MongoClient
 
 from courier_gateway.devstack.processes import free_port
@@ -60,15 +62,14 @@ def family(process: subprocess.Popen[str]) -> list[psutil.Process]:
     return psutil.Process(process.pid).children(recursive=True)
 
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
-def test_printed_curl_works_and_stop_leaves_nothing(tmp_path: Path, stop_signal: int) -> None:
+def test_printed_curl_works_and_stop_leaves_nothing(tmp_path: Path) -> None:
     process, lines = start_dev(tmp_path)
     try:
         curl = wait_for_curl(process, lines)
         assert any("signing secret:" in line for line in lines)
         children = family(process)
         names = " ".join(" ".join(child.cmdline()) for child in children)
-        assert "redis-server" in names and "nx-27017" in names
+        assert "redis-server" in names and "courier_gateway.devstack.quiet_store" in names
         assert "courier_gateway ingress" in names and "courier_gateway worker" in names
 
         result = subprocess.run(
@@ -82,7 +83,7 @@ def test_printed_curl_works_and_stop_leaves_nothing(tmp_path: Path, stop_signal:
         answer = orjson.loads(body)
         assert answer["acknowledged"] is True
         # The worker processes it: the ledger shows it on the embedded store.
-        store = next(c for c in children if "nx-27017" in " ".join(c.cmdline()))
+        store = next(c for c in children if "quiet_store" in " ".join(c.cmdline()))
         port = int(store.cmdline()[store.cmdline().index("-p") + 1])
         with MongoClient(f"mongodb://127.0.0.1:{port}/") as client:
             ledger = client["courier_gateway"]["processed_events"]
@@ -92,10 +93,12 @@ def test_printed_curl_works_and_stop_leaves_nothing(tmp_path: Path, stop_signal:
                 timeout=30,
             )
 
-        process.send_signal(stop_signal)
+        assert (tmp_path / ".data" / "env").exists()
+        process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
         _, alive = psutil.wait_procs(children, timeout=10)
         assert alive == []
+        assert not (tmp_path / ".data" / "env").exists()
     finally:
         if process.poll() is None:
             process.kill()
@@ -130,3 +133,18 @@ def test_secret_survives_a_restart(tmp_path: Path) -> None:
                 process.kill()
     assert len(secrets_seen) == 2 and secrets_seen[0] == secrets_seen[1]
     assert any((tmp_path / ".data" / "store").iterdir())
+
+
+def test_make_dev_installs_the_runtime_only_with_visible_progress(tmp_path: Path) -> None:
+    """What ``make dev`` would run in a fresh checkout (``make -n``): no dev tools, no --quiet."""
+    root = Path(__file__).resolve().parents[2]
+    for name in ("Makefile", "pyproject.toml", ".ci/find-python", ".ci/ensure-tools"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / name, tmp_path / name)
+    planned = subprocess.run(
+        ["make", "-n", "dev"], cwd=tmp_path, capture_output=True, text=True, check=True
+    ).stdout
+    installs = [line for line in planned.splitlines() if "pip install" in line]
+    assert installs == [".venv/bin/python -m pip install --progress-bar on -e '.[embedded]'"]
+    assert "installing the gateway and its embedded store" in planned
+    assert planned.rstrip().endswith(".venv/bin/courier-gateway dev")

@@ -125,19 +125,14 @@ class StoreServer:
     def start(self) -> None:
         if self.external:
             return
-        binary = shutil.which("nx-27017") or str(Path(sys.executable).parent / "nx-27017")
         # Each test uses its own database: one SQLite file each (see store_command).
         (self.directory / "data").mkdir(exist_ok=True)
         self.child = start_child(
             "store",
             store_command(
-                binary,
-                self.port,
-                self.directory / "data",
-                log_file=self.directory / "store.log",
-                pid_file=self.directory / "store.pid",
+                self.port, self.directory / "data", pid_file=self.directory / "store.pid"
             ),
-            log_file=self.directory / "store.out",
+            log_file=self.directory / "store.log",
         )
         assert wait_until(lambda: tcp_open(self.port), timeout=30, child=self.child)
 

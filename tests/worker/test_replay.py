@@ -9,7 +9,8 @@ Proved here, with the replay command run as a real subprocess:
 - a replayed event that fails again re-opens its one dead letter (pending, ``deadLetterCount``
   2); the same request id then skips it and a new request id replays it;
 - ``--dry-run`` lists the entries and changes nothing; ``--discard`` marks an entry discarded;
-- bad arguments and missing settings end with one clear line and exit code 2, no traceback.
+- bad arguments (``--all`` with another criterion too) end with one ``usage error`` line and
+  missing settings with one ``configuration error`` line, exit code 2, no traceback.
 """
 
 from __future__ import annotations
@@ -289,7 +290,7 @@ def test_dry_run_changes_nothing_and_discard_marks_the_entry(
     ("args", "drop", "message"),
     [
         ((), None, "choose what to replay with --event-id"),
-        (("--since", "yesterday"), None, "'yesterday' is not an ISO 8601 time"),
+        (("--since", "yesterday"), None, "'yesterday' is not an RFC 3339 time"),
         (("--since", "2026-11-25T10:00:00"), None, "has no time zone"),
         (("--all", "--rate", "0"), None, "argument --rate: '0' must be greater than 0"),
         (("--all", "--limit", "-1"), None, "argument --limit: '-1' must be greater than 0"),
@@ -299,7 +300,8 @@ def test_dry_run_changes_nothing_and_discard_marks_the_entry(
             None,
             "--since must be earlier than --until",
         ),
-        (("--all",), "MONGO_URI", "MONGO_URI: is required"),
+        (("--all", "--event-id", "evt_1"), None, "usage error: --all selects every pending"),
+        (("--all",), "MONGO_URI", "configuration error: MONGO_URI: is required"),
     ],
     ids=[
         "no-selector",
@@ -309,6 +311,7 @@ def test_dry_run_changes_nothing_and_discard_marks_the_entry(
         "limit-negative",
         "bad-request-id",
         "since-after-until",
+        "all-with-event-id",
         "mongo-uri-missing",
     ],
 )

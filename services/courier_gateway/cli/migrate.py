@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from typing import TYPE_CHECKING
 
-import orjson
-
-from courier_gateway.config import Settings, load_sources
+if TYPE_CHECKING:
+    from courier_gateway.config import Settings
 
 __all__ = ["add_arguments", "run"]
 
@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run every pending migration and print what changed."""
+    # Imported here: every command's parser loads this module, and `dev` must start fast.
+    from courier_gateway.config import Settings, load_sources
+
     settings = Settings.from_env()
     settings.require("MONGO_URI")
     namespaces = {
@@ -36,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _migrate(settings: Settings, namespaces: dict[str, str], *, as_json: bool) -> int:
+    import orjson
+
     from courier_gateway.migrations import Ownership, migrate_to_tenancy
     from courier_gateway.store import open_store
 

@@ -1,6 +1,7 @@
 """``courier-gateway replay``: select dead letters, replay or discard them, print a summary.
 
-Exit codes: 0 when nothing failed, 1 when any entry failed, 2 for bad arguments or settings.
+Exit codes: 0 when nothing failed, 1 when any entry failed, 2 for a wrong command line or bad
+settings. A long replay shows a progress line on the terminal (standard error).
 """
 
 from __future__ import annotations
@@ -10,47 +11,20 @@ import asyncio
 import re
 import sys
 import uuid
-from collections.abc import Callable
-from datetime import datetime
 from typing import TYPE_CHECKING
 
-import orjson
-from redis.asyncio import Redis
-
-from courier_gateway.config import ConfigError, Settings
+from courier_gateway.cli.parsing import UsageError, moment, positive
 
 if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from courier_gateway.config import Settings
     from courier_gateway.worker.replay import ReplayResult, Selection
 
 __all__ = ["add_arguments", "run"]
 
 # A "/" lets the operator use "<namespace>/<name>" of a ReplayRequest as the id.
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
-
-
-def _moment(text: str) -> datetime:
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not an ISO 8601 time (e.g. 2026-11-25T10:00:00Z)"
-        ) from None
-    if moment.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"{text!r} has no time zone (add Z or +00:00)")
-    return moment
-
-
-def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
-    def parse(text: str) -> int | float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
-        return value
-
-    return parse
 
 
 def _request_id(text: str) -> str:
@@ -68,13 +42,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     select.add_argument("--event-id", action="append", default=[], help="an event id (repeatable)")
     select.add_argument("--reason", action="append", default=[], help="a reason code (repeatable)")
     select.add_argument("--source", action="append", default=[], help="a source (repeatable)")
-    select.add_argument("--since", type=_moment, help="dead-lettered at or after this time")
-    select.add_argument("--until", type=_moment, help="dead-lettered before this time")
-    select.add_argument("--all", action="store_true", help="every pending dead letter")
-    parser.add_argument("--limit", type=_positive(int), default=100, help="at most this many (100)")
-    parser.add_argument(
-        "--rate", type=_positive(float), default=50.0, help="events per second (50)"
+    select.add_argument("--since", type=moment, help="dead-lettered at or after this time")
+    select.add_argument("--until", type=moment, help="dead-lettered before this time")
+    select.add_argument(
+        "--all", action="store_true", help="every pending dead letter (alone: no other criterion)"
     )
+    parser.add_argument("--limit", type=positive(int), default=100, help="at most this many (100)")
+    parser.add_argument("--rate", type=positive(float), default=50.0, help="events per second (50)")
     parser.add_argument("--request-id", type=_request_id, help="makes the replay idempotent")
     parser.add_argument(
         "--dry-run", action="store_true", help="list what would happen, change nothing"
@@ -86,14 +60,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _selection(args: argparse.Namespace) -> Selection:
     from courier_gateway.worker.replay import Selection
 
-    chosen = args.event_id or args.reason or args.source or args.since or args.until
-    if not chosen and not args.all:
-        raise ConfigError(
-            "replay: choose what to replay with --event-id, --reason, --source, --since/--until,"
-            " or --all"
+    criteria = {
+        "--event-id": args.event_id,
+        "--reason": args.reason,
+        "--source": args.source,
+        "--since": args.since,
+        "--until": args.until,
+    }
+    given = [option for option, value in criteria.items() if value]
+    if args.all and given:
+        raise UsageError(
+            f"--all selects every pending dead letter; it cannot be combined with {given[0]}"
+        )
+    if not given and not args.all:
+        raise UsageError(
+            "choose what to replay with --event-id, --reason, --source, --since/--until, or --all"
         )
     if args.since and args.until and args.since >= args.until:
-        raise ConfigError("replay: --since must be earlier than --until")
+        raise UsageError("--since must be earlier than --until")
     return Selection(
         event_ids=tuple(args.event_id),
         reasons=tuple(args.reason),
@@ -105,19 +89,29 @@ def _selection(args: argparse.Namespace) -> Selection:
 
 
 def _table(result: ReplayResult) -> str:
-    lines = [f"{'EVENT ID':<28} {'SOURCE':<12} {'REASON':<24} RESULT"]
-    lines += [
-        f"{entry['eventId'][:28]:<28} {entry['source'][:12]:<12} {entry['reasonCode'][:24]:<24}"
-        f" {entry.get('result', '')}"
+    from courier_gateway.cli.output import table
+
+    rows = [
+        (
+            entry["eventId"],
+            entry["source"],
+            entry["reasonCode"],
+            entry["deadLetteredAt"],
+            entry.get("result", ""),
+        )
         for entry in result.entries
     ]
+    listing = table(
+        ("EVENT ID", "SOURCE", "REASON", "DEAD-LETTERED", "RESULT"),
+        rows,
+        empty="no pending dead letter matches",
+    )
     mode = " (dry run)" if result.dry_run else ""
-    lines.append(
-        f"\n{result.action}{mode} {result.request_id}: matched {result.matched},"
+    return (
+        f"{listing}\n\n{result.action}{mode} {result.request_id}: matched {result.matched},"
         f" replayed {result.replayed}, discarded {result.discarded},"
         f" skipped {result.skipped}, failed {result.failed}"
     )
-    return "\n".join(lines)
 
 
 async def _record_summary(redis: Redis, stream: str, result: ReplayResult) -> None:
@@ -125,6 +119,8 @@ async def _record_summary(redis: Redis, stream: str, result: ReplayResult) -> No
 
     Kept a week: long enough for any operator restart, short enough not to pile up.
     """
+    import orjson
+
     from courier_gateway.queue.state import replay_summary_key
 
     summary = {key: value for key, value in result.as_dict().items() if key != "entries"}
@@ -135,24 +131,32 @@ async def _record_summary(redis: Redis, stream: str, result: ReplayResult) -> No
 async def _run(args: argparse.Namespace, settings: Settings) -> ReplayResult:
     # Imported here: the command line is parsed by every role, and the ingress must not load
     # prometheus-client before it has chosen its multiprocess directory.
-    from courier_gateway.store import open_store
+    from redis.asyncio import Redis
+
+    from courier_gateway.cli.progress import Progress
+    from courier_gateway.store import DeadLetterEvent, open_store
     from courier_gateway.worker.replay import replay
 
+    selection = _selection(args)
     settings.require("REDIS_URL", "MONGO_URI")
     assert settings.redis_url is not None
-    selection = _selection(args)
     store = await open_store(settings)
     redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
     try:
-        result = await replay(
-            redis=redis,
-            stream=settings.queue_stream,
-            selection=selection,
-            request_id=args.request_id or f"replay-{uuid.uuid4().hex[:12]}",
-            rate=args.rate,
-            dry_run=args.dry_run,
-            discard=args.discard,
-        )
+        letters = DeadLetterEvent.get_pymongo_collection()
+        expected = min(await letters.count_documents(selection.query()), selection.limit)
+        verb = "discarding" if args.discard else "replaying"
+        with Progress(f"{verb} dead letters", total=expected) as progress:
+            result = await replay(
+                redis=redis,
+                stream=settings.queue_stream,
+                selection=selection,
+                request_id=args.request_id or f"replay-{uuid.uuid4().hex[:12]}",
+                rate=args.rate,
+                dry_run=args.dry_run,
+                discard=args.discard,
+                on_entry=lambda entry: progress.advance(),
+            )
         if args.request_id:
             await _record_summary(redis, settings.queue_stream, result)
         return result
@@ -163,7 +167,14 @@ async def _run(args: argparse.Namespace, settings: Settings) -> ReplayResult:
 
 def run(args: argparse.Namespace) -> int:
     """Run the replay and print its summary; return the exit code."""
-    result = asyncio.run(_run(args, Settings.from_env()))
+    import orjson
+
+    from courier_gateway.cli.environment import command_settings
+
+    _selection(args)  # a wrong command line is refused before anything connects
+    context = command_settings()
+    with context.explained():
+        result = asyncio.run(_run(args, context.settings))
     if args.json:
         sys.stdout.write(orjson.dumps(result.as_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
     else:

@@ -8,12 +8,14 @@ even by SIGKILL, so a crashed ``make dev`` leaves nothing running.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -60,8 +62,12 @@ def start_child(
     *,
     env: Mapping[str, str] | None = None,
     log_file: Path | None = None,
+    pass_fds: Collection[int] = (),
 ) -> Child:
-    """Start ``command``; its output goes to ``log_file`` when given, else to our stderr."""
+    """Start ``command``; its output goes to ``log_file`` when given, else to our stderr.
+
+    ``pass_fds`` are inherited by the child (the data directory's lock, see ``lock.py``).
+    """
     output: IO[bytes] | int | None = None
     if log_file is not None:
         output = log_file.open("ab")
@@ -73,6 +79,7 @@ def start_child(
             stdout=output if output is not None else sys.stderr,
             stderr=output if output is not None else sys.stderr,
             start_new_session=True,
+            pass_fds=tuple(pass_fds),
             preexec_fn=die_with_parent,  # noqa: PLW1509 - only async-signal-safe work in it
         )
     finally:
@@ -100,15 +107,28 @@ def port_is_free(host: str, port: int) -> bool:
         return True
 
 
-def wait_until(check: Callable[[], bool], *, timeout: float, child: Child | None = None) -> bool:
-    """Poll ``check`` until it is true or ``timeout`` passes; stop early if ``child`` exited."""
+def wait_until(
+    check: Callable[[], bool],
+    *,
+    timeout: float,
+    child: Child | None = None,
+    stop: threading.Event | None = None,
+) -> bool:
+    """Poll ``check`` until it is true or ``timeout`` passes.
+
+    Give up early when ``child`` exited or ``stop`` is set (Ctrl-C while waiting).
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
             return True
         if child is not None and child.process.poll() is not None:
             return False
-        time.sleep(0.1)
+        if stop is not None:
+            if stop.wait(0.1):
+                return False
+        else:
+            time.sleep(0.1)
     return False
 
 
@@ -138,20 +158,24 @@ def redis_command(
     ]
 
 
-def store_command(
-    binary: str, port: int, data_dir: Path, *, log_file: Path, pid_file: Path
-) -> list[str]:
+def store_command(port: int, data_dir: Path, *, pid_file: Path) -> list[str]:
     """nx-27017 with one SQLite file per database (a single ``--db`` file would share
-    collections across database names), and its own log and pid files (their defaults are
-    shared paths in /tmp)."""
+    collections across database names) and its own pid file (the default is a shared path in
+    /tmp), without its per-command log lines (see ``quiet_store.py``).
+
+    Its log goes to its standard error only (start it with a ``log_file``): its own log file
+    would repeat every line.
+    """
     return [
-        binary,
+        sys.executable,
+        "-m",
+        "courier_gateway.devstack.quiet_store",
         "--data-dir",
         str(data_dir),
         "-p",
         str(port),
         "--log-file",
-        str(log_file),
+        os.devnull,
         "--pid-file",
         str(pid_file),
     ]

@@ -14,6 +14,7 @@ import os
 import re
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -23,6 +24,7 @@ from redis.asyncio import Redis
 
 from courier_gateway.queue import encode_message
 from courier_gateway.store import DeadLetterEvent
+from courier_gateway.timestamps import rfc3339
 from courier_gateway.worker.ledger import now
 
 __all__ = ["ReplayResult", "Selection", "replay"]
@@ -149,8 +151,12 @@ async def replay(
     rate: float,
     dry_run: bool,
     discard: bool,
+    on_entry: Callable[[dict[str, Any]], None] | None = None,
 ) -> ReplayResult:
-    """Replay (or discard) the selected dead letters at most ``rate`` per second."""
+    """Replay (or discard) the selected dead letters at most ``rate`` per second.
+
+    ``on_entry`` is called with each matched entry as it is taken up (for a progress line).
+    """
     letters: AsyncCollection[dict[str, Any]] = (
         collection or DeadLetterEvent.get_pymongo_collection()
     )
@@ -171,9 +177,11 @@ async def replay(
             "idempotencyKey": letter["idempotencyKey"],
             "source": _tenant(letter),
             "reasonCode": letter["reasonCode"],
-            "deadLetteredAt": _iso(letter["deadLetteredAt"]),
+            "deadLetteredAt": rfc3339(letter["deadLetteredAt"]),
         }
         result.entries.append(entry)
+        if on_entry is not None:
+            on_entry(entry)
         if any(r.get("requestId") == request_id for r in letter.get("replays", [])):
             entry["result"] = "skipped (already replayed by this request)"
             result.skipped += 1

@@ -324,9 +324,16 @@ async def run_worker(settings: Settings) -> int:
     store = await open_store(settings)
     worker = WorkerProcess(settings, store)
     try:
-        await worker.start()
+        try:
+            await worker.start()
+        except REDIS_UNAVAILABLE as error:
+            # Not a crash of ours: one line naming the setting, like any configuration error.
+            raise ConfigError(
+                f"REDIS_URL: Redis is not reachable ({type(error).__name__}: {error})"
+            ) from None
         await worker.consume()
     finally:
-        await worker.stop()
+        with contextlib.suppress(*REDIS_UNAVAILABLE):
+            await worker.stop()
     log.info("worker stopped")
     return 0
