@@ -56,21 +56,29 @@ def _ns(namespace: str | None) -> str:
 class OperatorState:
     """The shared context, made once the operator has logged in."""
 
-    def __init__(self, default_image: str | None = None) -> None:
+    def __init__(self, default_image: str | None = None, login: Login | None = None) -> None:
         self._context: OperatorContext | None = None
         self._default_image = default_image
+        self._login = login or default_login
 
     def start(self, info: kopf.ConnectionInfo) -> None:
         """Create the context from the credentials kopf logged in with; at every later login
         (expired or refused credentials), give the API client the new ones."""
         if self._context is None:
             self._context = OperatorContext(
-                client=KubeClient(info),
+                client=KubeClient(info, relogin=self.log_in),
                 post_event=_post_event,
                 default_image=self._default_image,
             )
         else:
             self._context.client.refresh(info)
+
+    async def log_in(self) -> kopf.ConnectionInfo | None:
+        """Credentials from the login function (also when the API client finds them expired)."""
+        info = self._login()
+        if inspect.isawaitable(info):
+            info = await info
+        return info
 
     @property
     def context(self) -> OperatorContext:
@@ -93,9 +101,7 @@ async def default_login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     return await login(**kwargs)
 
 
-def build_registry(
-    settings: Settings, state: OperatorState, *, login: Login | None = None
-) -> kopf.OperatorRegistry:
+def build_registry(settings: Settings, state: OperatorState) -> kopf.OperatorRegistry:
     """A registry with every handler of the operator, using ``settings``' interval."""
     registry = kopf.OperatorRegistry()
     interval = settings.operator_interval_seconds
@@ -103,7 +109,6 @@ def build_registry(
     backoff = max(1.0, interval)
     gateways = (COURIER_GATEWAYS.group, COURIER_GATEWAYS.version, COURIER_GATEWAYS.plural)
     replays = (REPLAY_REQUESTS.group, REPLAY_REQUESTS.version, REPLAY_REQUESTS.plural)
-    sign_in = login or default_login
 
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -124,10 +129,8 @@ def build_registry(
         settings.execution.max_workers = 8
 
     @kopf.on.login(registry=registry)
-    async def log_in(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        info = sign_in(**kwargs)
-        if inspect.isawaitable(info):
-            info = await info
+    async def log_in(**_: Any) -> kopf.ConnectionInfo | None:
+        info = await state.log_in()
         if info is not None:
             state.start(info)
         return info

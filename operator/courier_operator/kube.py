@@ -22,6 +22,7 @@ import base64
 import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -165,11 +166,16 @@ def kubeconfig_from(info: kopf.ConnectionInfo) -> KubeConfig:
     )
 
 
+Relogin = Callable[[], Awaitable[kopf.ConnectionInfo | None]]
+
+
 class KubeClient:
     """Namespaced reads, server-side applies and deletes of :class:`Resource`s.
 
-    ``refresh`` swaps in new credentials (kopf logged in again: an expired exec-plugin token, a
-    rotated service-account token); requests already under way finish on the previous client.
+    Credentials are renewed without waiting for anyone: before a request when they have expired
+    (an exec plugin's token), and once after a 401 (a rotated service-account token), by calling
+    ``relogin``; kopf's own logins hand new credentials over through :meth:`refresh` too.
+    Requests already under way finish on the previous connection pool.
     """
 
     def __init__(
@@ -179,11 +185,15 @@ class KubeClient:
         user_agent: str = USER_AGENT,
         field_manager: str = FIELD_MANAGER,
         timeout: float = 10.0,
+        relogin: Relogin | None = None,
     ) -> None:
         self._user_agent = user_agent
         self._field_manager = field_manager
         self._timeout = timeout
         self._closing: set[asyncio.Task[None]] = set()
+        self._relogin = relogin
+        self._renewing = asyncio.Lock()
+        self._expiration = info.expiration
         self._api = self._connect(info)
 
     def _connect(self, info: kopf.ConnectionInfo) -> AsyncClient:
@@ -201,6 +211,7 @@ class KubeClient:
         """Use new credentials from now on; the previous client is closed once the requests
         under way on it have had their timeout to finish."""
         retired, self._api = self._api, self._connect(info)
+        self._expiration = info.expiration
         task = asyncio.get_running_loop().create_task(self._close_later(retired))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
@@ -218,13 +229,40 @@ class KubeClient:
         await asyncio.gather(*self._closing, return_exceptions=True)
         await self._api.close()
 
-    @staticmethod
-    async def _retrying(call: Callable[[], Awaitable[Any]]) -> Any:
-        # A pooled connection the API server closed while idle fails on reuse: one more try, on
-        # a fresh connection. Only for reads, applies and deletes, which may safely repeat.
+    def _expired(self) -> bool:
+        if self._expiration is None:
+            return False
+        expiration = self._expiration
+        if expiration.tzinfo is None:
+            expiration = expiration.replace(tzinfo=UTC)
+        return datetime.now(UTC) >= expiration
+
+    async def _renew(self, stale: AsyncClient) -> None:
+        async with self._renewing:
+            if self._api is not stale or self._relogin is None:
+                return  # renewed meanwhile, or nothing to renew with
+            info = await self._relogin()
+            if info is not None:
+                self.refresh(info)
+
+    async def _retrying(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        """Run a read, apply or delete (which may safely repeat) with fresh credentials.
+
+        A pooled connection the API server closed while idle fails on reuse: one more try, on a
+        fresh connection. A 401 means the credentials were revoked or rotated: one more try
+        after logging in again.
+        """
+        if self._expired():
+            await self._renew(self._api)
+        api = self._api
         try:
             return await call()
         except httpx2.TransportError:
+            return await call()
+        except httpx2.HTTPStatusError as error:
+            if error.response.status_code != 401 or self._relogin is None:
+                raise
+            await self._renew(api)
             return await call()
 
     async def get(self, resource: Resource, namespace: str, name: str) -> dict[str, Any] | None:

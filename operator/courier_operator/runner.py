@@ -13,7 +13,7 @@ from courier_gateway.config import ConfigError, Settings
 from courier_gateway.observability.logs import configure_logging
 from courier_operator.handlers import Login, OperatorState, build_registry
 
-__all__ = ["CLEANUP_AGENT", "STANDALONE", "cleanup", "run_operator"]
+__all__ = ["CLEANUP_AGENT", "STANDALONE", "cleanup", "quiet_http_logs", "run_operator"]
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,12 @@ CLEANUP_AGENT = "courier-gateway-cleanup"
 STANDALONE = "standalone"
 
 
+def quiet_http_logs() -> None:
+    """The HTTP clients log every request at INFO: the operator's own lines say what matters."""
+    for name in ("httpx", "httpx2", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 async def run_operator(
     settings: Settings,
     *,
@@ -38,8 +44,9 @@ async def run_operator(
     """Run until ``stop_flag`` is set or a signal arrives."""
     if configure_logs:
         configure_logging(settings.log_level)
-    state = OperatorState(default_image=settings.operator_image)
-    registry = build_registry(settings, state, login=login)
+        quiet_http_logs()
+    state = OperatorState(default_image=settings.operator_image, login=login)
+    registry = build_registry(settings, state)
     namespaces = [item for item in settings.operator_namespaces.split(",") if item]
     standalone = settings.operator_peering == STANDALONE
     port = settings.operator_health_port
@@ -79,6 +86,7 @@ async def cleanup(
     from courier_operator.login import login
 
     configure_logging(settings.log_level)
+    quiet_http_logs()
     try:
         info = await login()
     except kopf.LoginError as error:
