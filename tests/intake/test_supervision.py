@@ -99,11 +99,12 @@ def test_a_killed_server_process_is_replaced_and_the_port_keeps_answering(
         assert wait_for(
             lambda: f'"ingress started","pid":{replacement}' in ingress.logs(), timeout=60
         ), ingress.logs()[-3000:]
-        time.sleep(0.5)
+        # Keep probing for a while after the kill, however fast the replacement came.
+        time.sleep(max(0.5, killed + 3 - time.monotonic()))
     assert replaced_after <= 5, replaced_after
     answers = [status for at, status in prober.seen if at >= killed]
     # At most the one connection the victim had accepted when it died goes unanswered.
-    assert len(answers) >= 20
+    assert len(answers) >= 10, prober.seen
     assert answers.count(200) >= len(answers) - 1, answers
     assert "ingress process exited; replacing it" in ingress.logs()
     assert ingress.child.process.poll() is None

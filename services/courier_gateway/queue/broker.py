@@ -98,7 +98,8 @@ class StreamAcks(GroupCommit[tuple[str, str], None]):
 
 
 class CourierStreamBroker(RedisStreamBroker):
-    """A taskiq-redis stream broker that reclaims on a timer and never trims on write."""
+    """A taskiq-redis stream broker that reclaims on a timer, never trims on write, and waits
+    out Redis outages."""
 
     def __init__(
         self,

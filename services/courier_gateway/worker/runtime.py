@@ -32,7 +32,12 @@ from redis.asyncio import Redis
 from taskiq.acks import AcknowledgeType
 
 from courier_gateway.config import ConfigError, Settings
-from courier_gateway.dependency import REDIS_UNAVAILABLE, STORE_UNAVAILABLE, Dependency
+from courier_gateway.dependency import (
+    REDIS_UNAVAILABLE,
+    STORE_UNAVAILABLE,
+    Backoff,
+    Dependency,
+)
 from courier_gateway.observability import configure_logging, configure_tracing, shutdown_tracing
 from courier_gateway.observability.metrics import declare_build
 from courier_gateway.observability.worker_metrics import (
@@ -77,6 +82,8 @@ _MOVE_INTERVAL = 0.2
 _GAUGE_INTERVAL = 2.0
 # Cancelled jobs (past the drain timeout) get this long to give their leases back.
 _RELEASE_SECONDS = 5.0
+# How duties space their rounds while a dependency is unreachable.
+_BACKOFF = Backoff()
 
 
 def _downstream(settings: Settings) -> Downstream | None:
@@ -93,9 +100,7 @@ def _downstream(settings: Settings) -> Downstream | None:
     )
 
 
-async def _every(
-    seconds: float, duty: Callable[[], Awaitable[object]], name: str, *, backoff: Dependency
-) -> None:
+async def _every(seconds: float, duty: Callable[[], Awaitable[object]], name: str) -> None:
     """Run ``duty`` every ``seconds``; while a dependency is unreachable, back off instead.
 
     Unreachable dependencies are logged by their :class:`Dependency` (once per outage), so a
@@ -112,7 +117,7 @@ async def _every(
             log.exception("background duty failed", extra={"duty": name})
         else:
             failures = 0
-        await asyncio.sleep(max(seconds, backoff.backoff.delay(failures)) if failures else seconds)
+        await asyncio.sleep(max(seconds, _BACKOFF.delay(failures)) if failures else seconds)
 
 
 class WorkerProcess:
@@ -234,17 +239,12 @@ class WorkerProcess:
         """Create the consumer group, start the duties, the status endpoint and signal handlers."""
         quiet_library_logs((AttemptFailedError, LeaseLostError, asyncio.CancelledError))
         await self.broker.startup()
-        redis, store = self.redis_link, self.store_link
         trim_every = self.settings.stream_trim_interval_seconds
         self.duties = [
-            asyncio.create_task(_every(_MOVE_INTERVAL, self._move_due, "retries", backoff=redis)),
-            asyncio.create_task(_every(trim_every, self._maintain, "maintenance", backoff=redis)),
-            asyncio.create_task(
-                _every(self.leases.renew_every, self._renew_leases, "leases", backoff=store)
-            ),
-            asyncio.create_task(
-                _every(_GAUGE_INTERVAL, self._refresh_gauges, "gauges", backoff=redis)
-            ),
+            asyncio.create_task(_every(_MOVE_INTERVAL, self._move_due, "retries")),
+            asyncio.create_task(_every(trim_every, self._maintain, "maintenance")),
+            asyncio.create_task(_every(self.leases.renew_every, self._renew_leases, "leases")),
+            asyncio.create_task(_every(_GAUGE_INTERVAL, self._refresh_gauges, "gauges")),
         ]
         try:
             # Real values before the first scrape: a 0 there could trip an alert on restart.
