@@ -4,7 +4,9 @@
   and their rotation (keys), worker scaling on queue lag (scaling), and the reconciliation that
   ties them together and writes the status (reconcile);
 - :mod:`~courier_operator.replay`: the Job behind a ReplayRequest and how it is followed;
-- :mod:`~courier_operator.kube`: the API client and the resources it touches (the RBAC);
+- :mod:`~courier_operator.kube`: the API client (lightkube, server-side apply) and the resources
+  it touches (the RBAC); :mod:`~courier_operator.fields`: the fields an apply owns;
+  :mod:`~courier_operator.login`: credentials (service account, kubeconfig, exec plugins);
 - :mod:`~courier_operator.handlers` and :mod:`~courier_operator.runner`: kopf wiring.
 
 Run it as ``courier-gateway operator``.

@@ -24,6 +24,8 @@ class OperatorContext:
 
     client: KubeClient
     post_event: EventPoster
+    # The image of gateways whose spec names none (OPERATOR_IMAGE: the operator's own).
+    default_image: str | None = None
     redis_timeout: float = 2.0
     _redis: dict[str, Redis] = field(default_factory=dict)
     _locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)

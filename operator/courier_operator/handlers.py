@@ -18,7 +18,8 @@ gateways because their timer needs one. Only a running operator removes it (docs
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import kopf
@@ -34,9 +35,11 @@ from courier_operator.replay.sync import delete_replay_job, sync_replay
 __all__ = ["FINALIZER", "Login", "OperatorState", "build_registry", "default_login"]
 
 FINALIZER = f"{GROUP}/operator"
+# Objects per page when kopf lists a resource before watching it.
+LIST_CHUNK_SIZE = 500
 _OWNED = {"app.kubernetes.io/managed-by": MANAGED_BY}
 
-Login = Callable[..., kopf.ConnectionInfo | None]
+Login = Callable[..., kopf.ConnectionInfo | Awaitable[kopf.ConnectionInfo | None] | None]
 
 
 def _post_event(body: dict[str, Any], type_: str, reason: str, message: str) -> None:
@@ -53,13 +56,29 @@ def _ns(namespace: str | None) -> str:
 class OperatorState:
     """The shared context, made once the operator has logged in."""
 
-    def __init__(self) -> None:
+    def __init__(self, default_image: str | None = None, login: Login | None = None) -> None:
         self._context: OperatorContext | None = None
+        self._default_image = default_image
+        self._login = login or default_login
 
     def start(self, info: kopf.ConnectionInfo) -> None:
-        """Create the context from the credentials kopf logged in with."""
+        """Create the context from the credentials kopf logged in with; at every later login
+        (expired or refused credentials), give the API client the new ones."""
         if self._context is None:
-            self._context = OperatorContext(client=KubeClient(info), post_event=_post_event)
+            self._context = OperatorContext(
+                client=KubeClient(info, relogin=self.log_in),
+                post_event=_post_event,
+                default_image=self._default_image,
+            )
+        else:
+            self._context.client.refresh(info)
+
+    async def log_in(self) -> kopf.ConnectionInfo | None:
+        """Credentials from the login function (also when the API client finds them expired)."""
+        info = self._login()
+        if inspect.isawaitable(info):
+            info = await info
+        return info
 
     @property
     def context(self) -> OperatorContext:
@@ -75,18 +94,14 @@ class OperatorState:
             self._context = None
 
 
-def default_login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    # In a pod: the service account; elsewhere: the kubeconfig, as kubectl would.
-    import os
+async def default_login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """In a pod: the service account; elsewhere: the kubeconfig, exec plugins included."""
+    from courier_operator.login import login
 
-    if os.environ.get("KUBERNETES_SERVICE_HOST"):
-        return kopf.login_with_service_account(**kwargs)
-    return kopf.login_with_kubeconfig(**kwargs)
+    return await login(**kwargs)
 
 
-def build_registry(
-    settings: Settings, state: OperatorState, *, login: Login | None = None
-) -> kopf.OperatorRegistry:
+def build_registry(settings: Settings, state: OperatorState) -> kopf.OperatorRegistry:
     """A registry with every handler of the operator, using ``settings``' interval."""
     registry = kopf.OperatorRegistry()
     interval = settings.operator_interval_seconds
@@ -94,7 +109,6 @@ def build_registry(
     backoff = max(1.0, interval)
     gateways = (COURIER_GATEWAYS.group, COURIER_GATEWAYS.version, COURIER_GATEWAYS.plural)
     replays = (REPLAY_REQUESTS.group, REPLAY_REQUESTS.version, REPLAY_REQUESTS.plural)
-    sign_in = login or default_login
 
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -105,16 +119,18 @@ def build_registry(
             prefix=GROUP, key="last-handled-configuration"
         )
         settings.persistence.finalizer = FINALIZER
-        # The CRDs are installed before the operator (Helm's crds/): no need to watch for new
+        # The CRDs are installed before the operator (with the chart): no need to watch for new
         # ones, nor the permission to.
         settings.scanning.disabled = True
         settings.posting.level = 20  # INFO and up become Events
         settings.watching.server_timeout = 300
+        # Lists (before each watch) come in pages: cluster-wide, "every Deployment" is large.
+        settings.watching.chunk_size = LIST_CHUNK_SIZE
         settings.execution.max_workers = 8
 
     @kopf.on.login(registry=registry)
-    def log_in(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        info = sign_in(**kwargs)
+    async def log_in(**_: Any) -> kopf.ConnectionInfo | None:
+        info = await state.log_in()
         if info is not None:
             state.start(info)
         return info

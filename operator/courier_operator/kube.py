@@ -1,83 +1,97 @@
-"""A small Kubernetes API client for the objects the operator owns.
+"""The operator's Kubernetes API client: lightkube, behind the few calls the operator makes.
 
 kopf watches the custom resources and posts Events; everything the handlers read and write goes
-through :class:`KubeClient`. Each call names one of the :class:`Resource` constants below, so the
-resources and verbs the operator uses can be read off the code (the chart's RBAC test does that).
+through :class:`KubeClient`, a thin layer over lightkube's ``AsyncClient`` (typed resources,
+server-side apply, kubeconfig and service-account credentials). The operator itself never lists:
+kopf lists and watches, and handlers read single objects by name. Each call names
+one of the :class:`Resource` constants below, so the resources and verbs the operator uses can be
+read off the code (the chart's RBAC test does that).
 
-Writes are JSON merge patches (RFC 7386): they are understood by every API server and by the
-test emulator, lists are replaced whole (so a container list or an env list comes out exactly as
-desired) and a ``null`` removes a key (how a retired signing key leaves its Secret).
+Writes are server-side apply patches under the field manager :data:`FIELD_MANAGER`, forced: the
+operator owns exactly the fields it sends and takes them back when someone else changed them
+(drift), while fields other managers add (an HPA's replicas on something else, a mesh's sidecar,
+an annotation from a policy engine) are theirs and survive. A field the operator sent before and
+no longer sends is removed by the API server, which is how a retired signing key or an unset
+option leaves an object.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
-import ssl
 import tempfile
-import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import kopf
+from lightkube import AsyncClient, KubeConfig
+from lightkube.core.resource import NamespacedResource
+from lightkube.generic_resource import create_namespaced_resource
+from lightkube.resources.apps_v1 import Deployment
+from lightkube.resources.batch_v1 import Job
+from lightkube.resources.core_v1 import ConfigMap, Secret, Service
+from lightkube.resources.policy_v1 import PodDisruptionBudget
+from lightkube.types import CascadeType, PatchType
 
 __all__ = [
     "CONFIGMAPS",
     "COURIER_GATEWAYS",
     "DEPLOYMENTS",
+    "FIELD_MANAGER",
     "JOBS",
     "POD_DISRUPTION_BUDGETS",
     "REPLAY_REQUESTS",
     "SECRETS",
     "SERVICES",
+    "USER_AGENT",
     "ApiError",
     "KubeClient",
     "Resource",
+    "kubeconfig_from",
 ]
 
-_SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+# The operator's field manager (managedFields) and user agent.
+FIELD_MANAGER = "courier-gateway-operator"
+USER_AGENT = "courier-gateway-operator"
+
+GROUP = "gateway.courier.dev"
 
 
 @dataclass(frozen=True, slots=True)
 class Resource:
-    """An API resource: group ('' for the core group), version and plural name."""
+    """An API resource: group ('' for the core group), version, plural, kind, lightkube class."""
 
     group: str
     version: str
     plural: str
     kind: str
+    model: type[NamespacedResource]
 
     @property
     def api_version(self) -> str:
         """``apiVersion`` as it appears in manifests."""
         return f"{self.group}/{self.version}" if self.group else self.version
 
-    def path_all(self) -> str:
-        """The URL path of the collection across every namespace."""
-        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
-        return f"{base}/{self.plural}"
 
-    def path(self, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
-        """The URL path of the collection, of one object, or of its subresource."""
-        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
-        path = f"{base}/namespaces/{namespace}/{self.plural}"
-        if name is not None:
-            path += f"/{name}"
-        if subresource is not None:
-            path += f"/{subresource}"
-        return path
+def _custom(kind: str, plural: str) -> Resource:
+    model = create_namespaced_resource(GROUP, "v1alpha1", kind, plural)
+    return Resource(GROUP, "v1alpha1", plural, kind, model)
 
 
-GROUP = "gateway.courier.dev"
-COURIER_GATEWAYS = Resource(GROUP, "v1alpha1", "couriergateways", "CourierGateway")
-REPLAY_REQUESTS = Resource(GROUP, "v1alpha1", "replayrequests", "ReplayRequest")
-DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment")
-SERVICES = Resource("", "v1", "services", "Service")
-SECRETS = Resource("", "v1", "secrets", "Secret")
-CONFIGMAPS = Resource("", "v1", "configmaps", "ConfigMap")
-POD_DISRUPTION_BUDGETS = Resource("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget")
-JOBS = Resource("batch", "v1", "jobs", "Job")
+COURIER_GATEWAYS = _custom("CourierGateway", "couriergateways")
+REPLAY_REQUESTS = _custom("ReplayRequest", "replayrequests")
+DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment", Deployment)
+SERVICES = Resource("", "v1", "services", "Service", Service)
+SECRETS = Resource("", "v1", "secrets", "Secret", Secret)
+CONFIGMAPS = Resource("", "v1", "configmaps", "ConfigMap", ConfigMap)
+POD_DISRUPTION_BUDGETS = Resource(
+    "policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", PodDisruptionBudget
+)
+JOBS = Resource("batch", "v1", "jobs", "Job", Job)
 
 
 class ApiError(Exception):
@@ -89,103 +103,225 @@ class ApiError(Exception):
         self.message = message
 
 
-def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
+def _error(error: httpx2.HTTPStatusError) -> ApiError:
+    response = error.response
+    try:
+        message = str(response.json().get("message", response.text))
+    except ValueError:
+        message = response.text
+    return ApiError(response.status_code, message[:500])
+
+
+def _data_file(folder: Path, name: str, data: str) -> str:
+    path = folder / name
+    path.write_bytes(base64.b64decode(data))
+    return str(path)
+
+
+def kubeconfig_from(info: kopf.ConnectionInfo) -> KubeConfig:
+    """A lightkube configuration holding the credentials kopf logged in with.
+
+    kopf's login (``courier_operator.login``) resolves kubeconfig exec plugins and service-account
+    tokens; the operator's own client uses what kopf got, so both always hold the same
+    credentials and are renewed together at each re-login.
+    """
+    cluster: dict[str, Any] = {"server": info.server}
     if info.insecure:
-        return False
-    context = ssl.create_default_context(cafile=info.ca_path)
-    if info.ca_data:
-        context.load_verify_locations(cadata=base64.b64decode(info.ca_data).decode())
-    certificate, key = info.certificate_path, info.private_key_path
-    if info.certificate_data and info.private_key_data:
-        # ssl can only load a client certificate from files.
+        cluster["insecure-skip-tls-verify"] = True
+    if info.ca_path:
+        cluster["certificate-authority"] = info.ca_path
+    elif info.ca_data:
+        cluster["certificate-authority-data"] = (
+            info.ca_data.decode() if isinstance(info.ca_data, bytes) else info.ca_data
+        )
+    user: dict[str, Any] = {}
+    if info.token:
+        user["token"] = info.token
+    if info.username and info.password:
+        user["username"], user["password"] = info.username, info.password
+    if info.certificate_path and info.private_key_path:
+        user["client-certificate"] = info.certificate_path
+        user["client-key"] = info.private_key_path
+    elif info.certificate_data and info.private_key_data:
+        # The ssl module loads client certificates from files only.
         folder = Path(tempfile.mkdtemp(prefix="courier-operator-"))
-        certificate, key = str(folder / "client.crt"), str(folder / "client.key")
-        Path(certificate).write_bytes(base64.b64decode(info.certificate_data))
-        Path(key).write_bytes(base64.b64decode(info.private_key_data))
-    if certificate:
-        context.load_cert_chain(certificate, key)
-    return context
+        user["client-certificate"] = _data_file(folder, "client.crt", str(info.certificate_data))
+        user["client-key"] = _data_file(folder, "client.key", str(info.private_key_data))
+    return KubeConfig.from_dict(
+        {
+            "clusters": [{"name": "cluster", "cluster": cluster}],
+            "users": [{"name": "user", "user": user}],
+            "contexts": [
+                {
+                    "name": "operator",
+                    "context": {
+                        "cluster": "cluster",
+                        "user": "user",
+                        "namespace": info.default_namespace or "default",
+                    },
+                }
+            ],
+            "current-context": "operator",
+        }
+    )
+
+
+Relogin = Callable[[], Awaitable[kopf.ConnectionInfo | None]]
 
 
 class KubeClient:
-    """Namespaced CRUD on :class:`Resource` objects over one HTTP connection pool."""
+    """Namespaced reads, server-side applies and deletes of :class:`Resource`s.
+
+    Credentials are renewed without waiting for anyone: before a request when they have expired
+    (an exec plugin's token), and once after a 401 (a rotated service-account token), by calling
+    ``relogin``; kopf's own logins hand new credentials over through :meth:`refresh` too.
+    Requests already under way finish on the previous connection pool.
+    """
 
     def __init__(
         self,
         info: kopf.ConnectionInfo,
         *,
+        user_agent: str = USER_AGENT,
+        field_manager: str = FIELD_MANAGER,
         timeout: float = 10.0,
-        user_agent: str = "courier-gateway-operator",
+        relogin: Relogin | None = None,
     ) -> None:
-        self._info = info
-        self._token_read_at = 0.0
-        self._token = info.token
-        auth = {}
-        if info.username and info.password:
-            auth["auth"] = httpx.BasicAuth(info.username, info.password)
-        self._http = httpx.AsyncClient(
-            base_url=info.server,
-            verify=_ssl_context(info),
-            timeout=timeout,
-            headers={"user-agent": user_agent},
-            **auth,  # type: ignore[arg-type]
+        self._user_agent = user_agent
+        self._field_manager = field_manager
+        self._timeout = timeout
+        self._closing: set[asyncio.Task[None]] = set()
+        self._relogin = relogin
+        self._renewing = asyncio.Lock()
+        self._expiration = info.expiration
+        self._api = self._connect(info)
+
+    def _connect(self, info: kopf.ConnectionInfo) -> AsyncClient:
+        api = AsyncClient(
+            kubeconfig_from(info),
+            field_manager=self._field_manager,
+            timeout=httpx2.Timeout(self._timeout),
+            trust_env=False,
         )
+        # lightkube has no user-agent option; the httpx2 client it wraps takes the header.
+        api._client._client.headers["User-Agent"] = self._user_agent
+        return api
+
+    def refresh(self, info: kopf.ConnectionInfo) -> None:
+        """Use new credentials from now on; the previous client is closed once the requests
+        under way on it have had their timeout to finish."""
+        retired, self._api = self._api, self._connect(info)
+        self._expiration = info.expiration
+        task = asyncio.get_running_loop().create_task(self._close_later(retired))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _close_later(self, api: AsyncClient) -> None:
+        try:
+            await asyncio.sleep(self._timeout * 2)
+        finally:
+            await api.close()
 
     async def aclose(self) -> None:
-        """Close the connection pool."""
-        await self._http.aclose()
+        """Close every connection pool (retired ones at once)."""
+        for task in list(self._closing):
+            task.cancel()
+        await asyncio.gather(*self._closing, return_exceptions=True)
+        await self._api.close()
 
-    def _headers(self, content_type: str | None = None) -> dict[str, str]:
-        # In a pod, the service account token is short-lived and renewed by the kubelet in place.
-        now = time.monotonic()
-        if now - self._token_read_at > 60 and _SERVICE_ACCOUNT_TOKEN.exists():
-            self._token = _SERVICE_ACCOUNT_TOKEN.read_text().strip()
-            self._token_read_at = now
-        headers = {"accept": "application/json"}
-        if self._token:
-            headers["authorization"] = f"{self._info.scheme or 'Bearer'} {self._token}"
-        if content_type:
-            headers["content-type"] = content_type
-        return headers
+    def _expired(self) -> bool:
+        if self._expiration is None:
+            return False
+        expiration = self._expiration
+        if expiration.tzinfo is None:
+            expiration = expiration.replace(tzinfo=UTC)
+        return datetime.now(UTC) >= expiration
 
-    async def _send(
-        self, method: str, path: str, *, body: Any = None, content_type: str | None = None
-    ) -> dict[str, Any] | None:
+    async def _renew(self, stale: AsyncClient) -> None:
+        async with self._renewing:
+            if self._api is not stale or self._relogin is None:
+                return  # renewed meanwhile, or nothing to renew with
+            info = await self._relogin()
+            if info is not None:
+                self.refresh(info)
+
+    async def _retrying(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        """Run a read, apply or delete (which may safely repeat) with fresh credentials.
+
+        A pooled connection the API server closed while idle fails on reuse: one more try, on a
+        fresh connection. A 401 means the credentials were revoked or rotated: one more try
+        after logging in again.
+        """
+        if self._expired():
+            await self._renew(self._api)
+        api = self._api
         try:
-            response = await self._http.request(
-                method, path, json=body, headers=self._headers(content_type)
-            )
-        except httpx.TransportError:
-            # A pooled connection the server closed while idle fails on reuse; one retry on a
-            # fresh connection. Creates that did land come back as 409, which callers handle.
-            response = await self._http.request(
-                method, path, json=body, headers=self._headers(content_type)
-            )
-        if response.status_code == 404:
-            return None
-        if response.status_code >= 400:
-            try:
-                message = str(response.json().get("message", response.text))
-            except ValueError:
-                message = response.text
-            raise ApiError(response.status_code, message[:500])
-        result: dict[str, Any] = response.json()
-        return result
+            return await call()
+        except httpx2.TransportError:
+            return await call()
+        except httpx2.HTTPStatusError as error:
+            if error.response.status_code != 401 or self._relogin is None:
+                raise
+            await self._renew(api)
+            return await call()
 
     async def get(self, resource: Resource, namespace: str, name: str) -> dict[str, Any] | None:
-        """The object, or None when it does not exist."""
-        return await self._send("GET", resource.path(namespace, name))
+        """The object as a plain manifest, or None when it does not exist."""
+        try:
+            found = await self._retrying(
+                lambda: self._api.get(resource.model, name, namespace=namespace)
+            )
+        except httpx2.HTTPStatusError as error:
+            if error.response.status_code == 404:
+                return None
+            raise _error(error) from None
+        return _as_dict(found)
+
+    async def apply(
+        self, resource: Resource, manifest: dict[str, Any], *, subresource: str | None = None
+    ) -> dict[str, Any]:
+        """Server-side apply ``manifest`` (or its ``status``), forced, as :data:`FIELD_MANAGER`.
+
+        The API server creates the object when it does not exist. A ``metadata.resourceVersion``
+        in the manifest makes the apply conditional (409 when the object changed meanwhile).
+        """
+        meta = manifest["metadata"]
+        model = resource.model.Status if subresource == "status" else resource.model  # type: ignore[attr-defined]
+        body = {"apiVersion": resource.api_version, "kind": resource.kind, **manifest}
+        try:
+            applied = await self._retrying(
+                lambda: self._api.patch(
+                    model,
+                    meta["name"],
+                    body,
+                    namespace=meta["namespace"],
+                    patch_type=PatchType.APPLY,
+                    force=True,
+                )
+            )
+        except httpx2.HTTPStatusError as error:
+            raise _error(error) from None
+        return _as_dict(applied)
 
     async def create(
         self, resource: Resource, namespace: str, body: dict[str, Any]
     ) -> dict[str, Any]:
-        """Create the object; :class:`ApiError` 409 when it exists already."""
-        created = await self._send("POST", resource.path(namespace), body=body)
-        if created is None:
-            raise ApiError(404, f"namespace {namespace} or resource {resource.plural} not found")
-        return created
+        """Create the object (as a user would); :class:`ApiError` 409 when it exists already."""
+        meta = {**body.get("metadata", {}), "namespace": namespace}
+        manifest = {
+            "apiVersion": resource.api_version,
+            "kind": resource.kind,
+            **body,
+            "metadata": meta,
+        }
+        obj: Any = resource.model.from_dict(manifest)  # type: ignore[attr-defined]
+        try:
+            created = await self._api.create(obj)
+        except httpx2.HTTPStatusError as error:
+            raise _error(error) from None
+        return _as_dict(created)
 
-    async def patch(
+    async def merge_patch(
         self,
         resource: Resource,
         namespace: str,
@@ -194,27 +330,35 @@ class KubeClient:
         *,
         subresource: str | None = None,
     ) -> dict[str, Any] | None:
-        """Merge-patch the object (or its ``status``); None when it does not exist."""
-        return await self._send(
-            "PATCH",
-            resource.path(namespace, name, subresource),
-            body=patch,
-            content_type="application/merge-patch+json",
-        )
-
-    async def list_names(self, resource: Resource, namespaces: list[str]) -> list[tuple[str, str]]:
-        """(namespace, name) of every object in ``namespaces``, or in all when empty."""
-        paths = [resource.path(ns) for ns in namespaces] or [resource.path_all()]
-        found: list[tuple[str, str]] = []
-        for path in paths:
-            listed = await self._send("GET", path) or {}
-            found += [
-                (item["metadata"]["namespace"], item["metadata"]["name"])
-                for item in listed.get("items") or []
-            ]
-        return found
+        """A JSON merge patch (as ``kubectl patch`` makes); None when the object does not exist."""
+        model = resource.model.Status if subresource == "status" else resource.model  # type: ignore[attr-defined]
+        try:
+            patched = await self._api.patch(
+                model, name, patch, namespace=namespace, patch_type=PatchType.MERGE
+            )
+        except httpx2.HTTPStatusError as error:
+            if error.response.status_code == 404:
+                return None
+            raise _error(error) from None
+        return _as_dict(patched)
 
     async def delete(self, resource: Resource, namespace: str, name: str) -> bool:
         """Delete the object and what it owns; False when it was already gone."""
-        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
-        return await self._send("DELETE", resource.path(namespace, name), body=body) is not None
+        try:
+            await self._retrying(
+                lambda: self._api.delete(
+                    resource.model, name, namespace=namespace, cascade=CascadeType.BACKGROUND
+                )
+            )
+        except httpx2.HTTPStatusError as error:
+            if error.response.status_code == 404:
+                return False
+            raise _error(error) from None
+        return True
+
+
+def _as_dict(obj: Any) -> dict[str, Any]:
+    if isinstance(obj, dict):
+        return dict(obj)
+    result: dict[str, Any] = obj.to_dict()
+    return result

@@ -1,10 +1,18 @@
 """Owned objects: their labels and owner references, and how drift is detected and undone.
 
-An owned object has drifted when some field the operator sets differs from the live object.
-Fields the API server adds (defaults, status, bookkeeping) are not drift, so the check is
-"desired is contained in live": dictionaries by key, lists element by element and of the same
-length, and resource quantities by value (the API server writes ``0.5`` back as ``500m``).
-Comparing this way is what makes a second reconciliation write nothing.
+The operator writes each owned object with server-side apply (:meth:`KubeClient.apply`) and
+owns exactly the fields of its manifest. It applies again only when needed, so that a second
+reconciliation writes nothing:
+
+- some field of the manifest differs from the live object (drift: a hand edit, another tool) —
+  "the manifest is contained in the live object": maps by key, keyed lists (containers, env,
+  volumes, ports…) item by item by their key, so items other managers added are not drift, atomic
+  lists whole, and resource quantities by value (the API server writes ``0.5`` back as ``500m``);
+- or the live object says the operator owns a field the manifest no longer has (an option
+  removed from the spec, a retired key): the next apply removes it.
+
+Fields the API server adds (defaults, status, bookkeeping) and fields other managers own are
+neither.
 """
 
 from __future__ import annotations
@@ -13,15 +21,17 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from courier_operator.kube import ApiError, KubeClient, Resource
+from courier_operator.fields import field_paths, item_key, list_keys, managed_paths
+from courier_operator.kube import FIELD_MANAGER, KubeClient, Resource
 
 __all__ = [
     "MANAGED_BY",
     "contains",
     "ensure",
-    "merge_patch",
+    "in_sync",
     "owner_reference",
     "parse_quantity",
+    "prune",
 ]
 
 MANAGED_BY = "courier-gateway-operator"
@@ -48,19 +58,20 @@ def parse_quantity(value: object) -> Decimal | None:
 
 
 def contains(live: Any, desired: Any, key: str = "") -> bool:
-    """Whether every field of ``desired`` has the same value in ``live``.
-
-    A ``None`` in ``desired`` means "absent": how the operator takes back a field it set before
-    (an image pull secret, a limit) — the merge patch sends the ``null`` that removes it.
-    """
+    """Whether every field of ``desired`` has the same value in ``live``."""
     if isinstance(desired, dict):
         return isinstance(live, dict) and all(
-            live.get(name) is None
-            if value is None
-            else name in live and contains(live[name], value, name)
+            name in live and contains(live[name], value, name)
             for name, value in desired.items()
+            if value is not None
         )
     if isinstance(desired, list):
+        keys = list_keys(key, desired) if desired else None
+        if keys and all(isinstance(item, dict) for item in desired):
+            if not isinstance(live, list):
+                return False
+            by_key = {item_key(item, keys): item for item in live if isinstance(item, dict)}
+            return all(contains(by_key.get(item_key(item, keys)), item) for item in desired)
         return (
             isinstance(live, list)
             and len(live) == len(desired)
@@ -69,6 +80,28 @@ def contains(live: Any, desired: Any, key: str = "") -> bool:
     if key in _QUANTITY_KEYS and live != desired:
         return parse_quantity(live) == parse_quantity(desired) is not None
     return bool(live == desired)
+
+
+def prune(manifest: Any) -> Any:
+    """``manifest`` without its ``None`` values (an unset option is a field not sent)."""
+    if isinstance(manifest, dict):
+        return {key: prune(value) for key, value in manifest.items() if value is not None}
+    if isinstance(manifest, list):
+        return [prune(item) for item in manifest]
+    return manifest
+
+
+def in_sync(live: dict[str, Any], desired: dict[str, Any], subresource: str | None = None) -> bool:
+    """Whether applying ``desired`` would change nothing the operator owns in ``live``."""
+    scope = desired if subresource is None else {"status": desired.get("status")}
+    if not contains(live, {k: v for k, v in scope.items() if k != "metadata"}):
+        return False
+    meta = desired.get("metadata") or {}
+    owned = {key: meta[key] for key in ("labels", "annotations", "ownerReferences") if key in meta}
+    if subresource is None and not contains(live.get("metadata") or {}, owned):
+        return False
+    mine = managed_paths(live, FIELD_MANAGER, subresource=subresource)
+    return mine <= field_paths(desired, subresource=subresource)
 
 
 def owner_reference(owner: dict[str, Any]) -> dict[str, Any]:
@@ -88,43 +121,14 @@ def owner_reference(owner: dict[str, Any]) -> dict[str, Any]:
 async def ensure(
     client: KubeClient, resource: Resource, desired: dict[str, Any]
 ) -> tuple[str, dict[str, Any]]:
-    """Create the object, or patch it back to ``desired`` if it drifted.
+    """Apply ``desired`` unless the live object is already in sync with it.
 
-    Returns what was done (``created``, ``updated`` or ``unchanged``) and the live object.
+    Returns what happened (``created``, ``updated`` or ``unchanged``) and the live object.
     """
-    namespace = desired["metadata"]["namespace"]
-    name = desired["metadata"]["name"]
-    live = await client.get(resource, namespace, name)
-    if live is None:
-        try:
-            return "created", await client.create(resource, namespace, desired)
-        except ApiError as error:
-            if error.status != 409:
-                raise
-        # Created in between (by a retried request or another replica): compare with it.
-        live = await client.get(resource, namespace, name)
-        if live is None:
-            raise ApiError(409, f"{resource.kind} {namespace}/{name} exists and vanished")
-    if contains(live, desired):
+    manifest = prune(desired)
+    meta = manifest["metadata"]
+    live = await client.get(resource, meta["namespace"], meta["name"])
+    if live is not None and in_sync(live, manifest):
         return "unchanged", live
-    patch = {key: value for key, value in desired.items() if key not in ("apiVersion", "kind")}
-    patched = await client.patch(resource, namespace, name, patch)
-    if patched is None:  # deleted in between: the next reconciliation creates it
-        return "updated", live
-    return "updated", patched
-
-
-def merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """The JSON merge patch that turns ``old`` into ``new`` (``None`` removes a key)."""
-    patch: dict[str, Any] = {}
-    for key in old.keys() - new.keys():
-        patch[key] = None
-    for key, value in new.items():
-        before = old.get(key)
-        if isinstance(value, dict) and isinstance(before, dict):
-            nested = merge_patch(before, value)
-            if nested:
-                patch[key] = nested
-        elif key not in old or before != value:
-            patch[key] = value
-    return patch
+    applied = await client.apply(resource, manifest)
+    return ("created" if live is None else "updated"), applied

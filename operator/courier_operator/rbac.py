@@ -3,7 +3,8 @@
 This is the one list the Helm chart's ClusterRole (or Roles) must equal. Tests hold it to both
 sides: every request the operator makes against the emulated API is covered by it, every
 :class:`~courier_operator.kube.KubeClient` call in the code is covered by it, and the chart
-renders exactly these rules.
+renders exactly these rules. A server-side apply is a PATCH whether it creates or updates, so
+the operator needs "patch" and never "create" on what it owns.
 
 kopf's share: it lists, watches and patches (annotations, finalizers) the resources it handles,
 posts Events, and with peering lists, watches and patches the peering object. Scanning is off,
@@ -43,17 +44,19 @@ PERMISSIONS: tuple[Rule, ...] = (
     ),
     Rule("gateway.courier.dev", ("couriergateways/status", "replayrequests/status"), ("patch",)),
     Rule("kopf.dev", ("kopfpeerings", "clusterkopfpeerings"), ("get", "list", "watch", "patch")),
-    Rule("apps", ("deployments",), ("get", "list", "watch", "create", "patch")),
-    Rule("", ("services", "configmaps", "secrets"), ("get", "create", "patch")),
-    Rule("policy", ("poddisruptionbudgets",), ("get", "create", "patch")),
-    Rule("batch", ("jobs",), ("get", "list", "watch", "create", "delete")),
+    # Owned objects are written by server-side apply, a PATCH that also creates: no "create".
+    Rule("apps", ("deployments",), ("get", "list", "watch", "patch")),
+    Rule("", ("services", "configmaps", "secrets"), ("get", "patch")),
+    Rule("policy", ("poddisruptionbudgets",), ("get", "patch")),
+    Rule("batch", ("jobs",), ("get", "list", "watch", "patch", "delete")),
     Rule("", ("events",), ("create",)),
 )
 
 
-# ``courier-gateway cleanup`` (the chart's pre-delete hook), under its own service account.
+# ``courier-gateway cleanup`` (the chart's pre-delete hook), under its own service account, in
+# the release namespace only: it deletes the chart's own gateway and waits for it to go.
 CLEANUP_PERMISSIONS: tuple[Rule, ...] = (
-    Rule("gateway.courier.dev", ("couriergateways", "replayrequests"), ("list", "delete")),
+    Rule("gateway.courier.dev", ("couriergateways",), ("get", "delete")),
 )
 
 

@@ -13,7 +13,7 @@ from courier_gateway.config import ConfigError, Settings
 from courier_gateway.observability.logs import configure_logging
 from courier_operator.handlers import Login, OperatorState, build_registry
 
-__all__ = ["CLEANUP_AGENT", "STANDALONE", "cleanup", "run_operator"]
+__all__ = ["CLEANUP_AGENT", "STANDALONE", "cleanup", "quiet_http_logs", "run_operator"]
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,12 @@ CLEANUP_AGENT = "courier-gateway-cleanup"
 STANDALONE = "standalone"
 
 
+def quiet_http_logs() -> None:
+    """The HTTP clients log every request at INFO: the operator's own lines say what matters."""
+    for name in ("httpx", "httpx2", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 async def run_operator(
     settings: Settings,
     *,
@@ -38,8 +44,9 @@ async def run_operator(
     """Run until ``stop_flag`` is set or a signal arrives."""
     if configure_logs:
         configure_logging(settings.log_level)
-    state = OperatorState()
-    registry = build_registry(settings, state, login=login)
+        quiet_http_logs()
+    state = OperatorState(default_image=settings.operator_image, login=login)
+    registry = build_registry(settings, state)
     namespaces = [item for item in settings.operator_namespaces.split(",") if item]
     standalone = settings.operator_peering == STANDALONE
     port = settings.operator_health_port
@@ -69,20 +76,24 @@ async def run_operator(
         await state.stop()
 
 
-async def cleanup(settings: Settings, *, wait_seconds: float) -> int:
-    """``courier-gateway cleanup``: exit code 0 when every resource is gone, 1 otherwise."""
-    from courier_operator.cleanup import delete_all
-    from courier_operator.handlers import default_login
+async def cleanup(
+    settings: Settings, *, namespace: str, gateways: list[str], wait_seconds: float
+) -> int:
+    """``courier-gateway cleanup``: delete the named gateways; exit code 0 when they are gone,
+    1 otherwise."""
+    from courier_operator.cleanup import delete_gateways
     from courier_operator.kube import KubeClient
+    from courier_operator.login import login
 
     configure_logging(settings.log_level)
-    info = default_login(settings=kopf.OperatorSettings(), logger=log)
-    if info is None:
-        raise ConfigError("cleanup: no Kubernetes credentials (service account or kubeconfig)")
-    client = KubeClient(info, user_agent=CLEANUP_AGENT)
+    quiet_http_logs()
     try:
-        namespaces = [item for item in settings.operator_namespaces.split(",") if item]
-        left = await delete_all(client, namespaces, wait_seconds=wait_seconds)
+        info = await login()
+    except kopf.LoginError as error:
+        raise ConfigError(f"cleanup: {error}") from None
+    client = KubeClient(info, user_agent=CLEANUP_AGENT, field_manager=CLEANUP_AGENT)
+    try:
+        left = await delete_gateways(client, namespace, gateways, wait_seconds=wait_seconds)
     finally:
         await client.aclose()
     return 1 if left else 0

@@ -45,6 +45,10 @@ CASES: dict[str, tuple[dict[str, str | None], str]] = {
     "workers-zero": ({"INGRESS_WORKERS": "0"}, "INGRESS_WORKERS"),
     "enqueue-timeout-negative": ({"ENQUEUE_TIMEOUT_MS": "-5"}, "ENQUEUE_TIMEOUT_MS"),
     "log-level-unknown": ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+    "otlp-protocol-unknown": (
+        {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"},
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+    ),
     "secret-missing": ({"SIGNING_SECRET": None}, "SIGNING_SECRET"),
     "secret-too-short": ({"SIGNING_SECRET": SHORT_SECRET}, "SIGNING_SECRET"),
 }
@@ -74,6 +78,8 @@ DEFAULTS: dict[str, object] = {
     "MAX_HEADER_BYTES": 8192,
     "MAX_CONNECTIONS": 4096,
     "LOG_LEVEL": "INFO",
+    "OTEL_EXPORTER_OTLP_PROTOCOL": "",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "",
     "WORKER_CONCURRENCY": 10,
     "WORKER_IDLE_TIMEOUT_MS": 30000,
     "WORKER_DRAIN_TIMEOUT_MS": 30000,
@@ -95,6 +101,7 @@ DEFAULTS: dict[str, object] = {
     "OPERATOR_PEERING": "courier-gateway",
     "OPERATOR_INTERVAL_SECONDS": 10.0,
     "OPERATOR_HEALTH_PORT": 8080,
+    "OPERATOR_IMAGE": "ghcr.io/courier-gateway/courier-gateway:0.1.0",
 }
 
 

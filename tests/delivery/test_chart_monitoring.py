@@ -58,7 +58,8 @@ def test_the_pod_monitor_scrapes_every_gateway_pod(render: Render) -> None:
     rendered = render({"monitoring": {"podMonitor": {"enabled": True}}})
     monitor = rendered.one("PodMonitor")
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
-    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    # The operator watches every namespace: so do the monitors, unless told otherwise.
+    assert monitor["spec"]["namespaceSelector"] == {"any": True}
     endpoints = {item["port"]: item for item in monitor["spec"]["podMetricsEndpoints"]}
     pods = gateway_pods(rendered)
     for component, port in (("ingress", "http"), ("worker", "metrics")):
@@ -66,6 +67,18 @@ def test_the_pod_monitor_scrapes_every_gateway_pod(render: Render) -> None:
         assert port in port_names(pods[component])
         assert endpoints[port]["path"] == "/metrics"
     assert not matches(monitor["spec"]["selector"], operator_pod_labels(rendered))
+
+
+def test_the_monitors_look_where_the_operator_works_or_where_told(render: Render) -> None:
+    on = {"podMonitor": {"enabled": True}, "serviceMonitor": {"enabled": True}}
+    namespaced = render(
+        {"monitoring": on, "operator": {"watchNamespaces": ["shipping", "returns"]}}
+    )
+    chosen = render({"monitoring": {**on, "namespaceSelector": {"matchNames": ["edge"]}}})
+    for kind in ("PodMonitor", "ServiceMonitor"):
+        selector = namespaced.one(kind)["spec"]["namespaceSelector"]
+        assert selector == {"matchNames": ["shipping", "returns"]}
+        assert chosen.one(kind)["spec"]["namespaceSelector"] == {"matchNames": ["edge"]}
 
 
 def test_with_the_service_monitor_each_pod_is_scraped_once(render: Render) -> None:

@@ -68,23 +68,36 @@ def test_namespaced_operator_gets_a_role_in_each_watched_namespace(render: Rende
 
 
 @pytest.mark.parametrize("watched", [[], WATCHED])
-def test_the_uninstall_cleanup_hook_may_list_and_delete_the_custom_resources_only(
+def test_the_uninstall_cleanup_hook_may_delete_the_charts_gateway_only(
     render: Render, watched: list[str]
 ) -> None:
-    rendered = render({"operator": {"watchNamespaces": watched}})
-    kinds = ("Role", "RoleBinding") if watched else ("ClusterRole", "ClusterRoleBinding")
-    roles = of_component(rendered, kinds[0], "cleanup")
-    bindings = of_component(rendered, kinds[1], "cleanup")
-    assert len(roles) == len(bindings) == max(1, len(watched))
-    for role in roles:
-        assert role["rules"] == [rule.as_manifest() for rule in CLEANUP_PERMISSIONS]
+    stores = {"redis": {"existingSecret": "r"}, "mongo": {"existingSecret": "m"}}
+    values = {
+        "operator": {"watchNamespaces": watched},
+        "gateway": {"enabled": True, "name": "edge"},
+        "cleanup": {"enabled": True},
+        **stores,
+    }
+    rendered = render(values)
+    (role,) = of_component(rendered, "Role", "cleanup")
+    (binding,) = of_component(rendered, "RoleBinding", "cleanup")
+    assert of_component(rendered, "ClusterRole", "cleanup") == []
+    # Only where the chart's gateway lives, whatever the operator watches.
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == NAMESPACE
+    assert role["rules"] == [rule.as_manifest() for rule in CLEANUP_PERMISSIONS]
+    assert role["rules"] == [
+        {
+            "apiGroups": ["gateway.courier.dev"],
+            "resources": ["couriergateways"],
+            "verbs": ["get", "delete"],
+        }
+    ]
     (account,) = of_component(rendered, "ServiceAccount", "cleanup")
     (job,) = of_component(rendered, "Job", "cleanup")
-    for binding in bindings:
-        assert binding["subjects"] == [
-            {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": NAMESPACE}
-        ]
-    for doc in [*roles, *bindings, account, job]:
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": NAMESPACE}
+    ]
+    for doc in [role, binding, account, job]:
         assert doc["metadata"]["annotations"]["helm.sh/hook"] == "pre-delete"
     # RBAC and the account exist before the Job runs; all go once it succeeded.
     assert int(account["metadata"]["annotations"]["helm.sh/hook-weight"]) < int(
@@ -92,10 +105,33 @@ def test_the_uninstall_cleanup_hook_may_list_and_delete_the_custom_resources_onl
     )
     pod = job["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    assert container["args"] == ["cleanup", "--timeout", "120"]
-    assert {"name": "OPERATOR_NAMESPACES", "value": ",".join(watched)} in container["env"]
+    assert container["args"] == [
+        "cleanup",
+        "--namespace",
+        NAMESPACE,
+        "--gateway",
+        "edge",
+        "--timeout",
+        "120",
+    ]
     assert pod["serviceAccountName"] == account["metadata"]["name"]
-    assert render({"cleanup": {"enabled": False}}).of_kind("Job") == []
+
+
+def test_uninstall_deletes_no_gateway_by_default(render: Render) -> None:
+    """CloudNativePG-like: removing the operator never removes what runs on it."""
+    stores = {"redis": {"existingSecret": "r"}, "mongo": {"existingSecret": "m"}}
+    rendered = render({"gateway": {"enabled": True}, **stores})
+    assert rendered.of_kind("Job") == []
+    assert [
+        doc
+        for _, doc in rendered.objects
+        if "helm.sh/hook" in doc["metadata"].get("annotations", {})
+        and doc["metadata"]["annotations"]["helm.sh/hook"] == "pre-delete"
+    ] == []
+    gateway = rendered.one("CourierGateway")
+    assert gateway["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    # Nothing to clean up when the chart made no gateway.
+    assert render({"cleanup": {"enabled": True}}).of_kind("Job") == []
 
 
 def test_rbac_and_service_account_can_be_left_out(render: Render) -> None:

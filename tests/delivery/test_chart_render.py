@@ -106,7 +106,8 @@ def test_objects_live_in_the_release_namespace(rendered: Rendered) -> None:
     watched = set(rendered.values["operator"]["watchNamespaces"])
     for template, doc in rendered.objects:
         namespace = doc["metadata"].get("namespace")
-        if doc["kind"] in {"ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering"}:
+        cluster_kinds = {"ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering"}
+        if doc["kind"] in cluster_kinds | {"CustomResourceDefinition"}:
             assert namespace is None, describe(template, doc)
         elif doc["kind"] in {"Role", "RoleBinding", "KopfPeering"}:
             assert namespace in watched, describe(template, doc)
@@ -212,6 +213,8 @@ def test_the_operator_runs_the_operator_role(rendered: Rendered) -> None:
         "OPERATOR_PEERING": "courier-gateway",
         "OPERATOR_HEALTH_PORT": "8080",
         "LOG_LEVEL": rendered.values["operator"]["logLevel"],
+        # Gateways without spec.image run the operator's own image.
+        "OPERATOR_IMAGE": container["image"],
         # kopf's identity, so it never asks the passwd database about an unknown UID.
         "POD_ID": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}},
     }
@@ -232,16 +235,72 @@ def test_the_image_defaults_to_the_app_version(render: Render) -> None:
     def operator_image(rendered: Rendered) -> str:
         return str(rendered.one("Deployment")["spec"]["template"]["spec"]["containers"][0]["image"])
 
+    def operator_env(rendered: Rendered) -> dict[str, str]:
+        (container,) = rendered.one("Deployment")["spec"]["template"]["spec"]["containers"]
+        return {item["name"]: item.get("value", "") for item in container["env"]}
+
     rendered = render({"gateway": {"enabled": True}, **_stores()})
     image = "ghcr.io/courier-gateway/courier-gateway:0.1.0"
     assert operator_image(rendered) == image
-    assert rendered.one("CourierGateway")["spec"]["image"] == image
+    # The gateway names no image: the operator gives it its own (OPERATOR_IMAGE).
+    assert "image" not in rendered.one("CourierGateway")["spec"]
+    assert operator_env(rendered)["OPERATOR_IMAGE"] == image
     assert rendered.one("Pod")["spec"]["containers"][0]["image"] == image
     pinned = render(
         {"image": {"tag": "1.2.3"}, "gateway": {"enabled": True, "image": "x/y:9"}, **_stores()}
     )
     assert operator_image(pinned) == "ghcr.io/courier-gateway/courier-gateway:1.2.3"
     assert pinned.one("CourierGateway")["spec"]["image"] == "x/y:9"
+
+
+def test_a_digest_pins_every_image_of_the_chart(render: Render) -> None:
+    digest = "sha256:" + "ab" * 32
+    rendered = render(
+        {
+            "image": {"tag": "1.2.3", "digest": digest},
+            "gateway": {"enabled": True},
+            **_stores(),
+            "cleanup": {"enabled": True},
+        }
+    )
+    expected = f"ghcr.io/courier-gateway/courier-gateway@{digest}"
+    images = {
+        container["image"]
+        for _, template in rendered.pod_templates()
+        for container in template["spec"]["containers"]
+    }
+    images |= {
+        container["image"]
+        for job in rendered.of_kind("Job")
+        for container in job["spec"]["template"]["spec"]["containers"]
+    }
+    assert images == {expected}
+    (container,) = rendered.one("Deployment")["spec"]["template"]["spec"]["containers"]
+    assert {"name": "OPERATOR_IMAGE", "value": expected} in container["env"]
+
+
+def test_global_values_of_an_umbrella_chart_are_accepted_and_honoured(render: Render) -> None:
+    """Argo CD and umbrella charts pass ``global`` to every chart: it must not be refused."""
+    values = {
+        "global": {
+            "imageRegistry": "registry.example.com",
+            "imagePullSecrets": [{"name": "umbrella-pull"}],
+            "storageClass": "fast",  # another chart's global: ignored here
+        },
+        "imagePullSecrets": [{"name": "registry"}],
+        "gateway": {"enabled": True},
+        **_stores(),
+    }
+    rendered = render(values)
+    pod = rendered.one("Deployment")["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == (
+        "registry.example.com/ghcr.io/courier-gateway/courier-gateway:0.1.0"
+    )
+    assert pod["imagePullSecrets"] == [{"name": "registry"}, {"name": "umbrella-pull"}]
+    assert rendered.one("CourierGateway")["spec"]["imagePullSecrets"] == pod["imagePullSecrets"]
+    for _, doc in rendered.objects:
+        if group_of(doc) not in CHART_CRD_GROUPS | {MONITORING, "apiextensions.k8s.io"}:
+            kubernetes_validate.validate(doc, KUBERNETES, strict=True)
 
 
 def _stores() -> dict[str, Any]:

@@ -63,6 +63,11 @@ ALERT_NAMES = {
     "CourierGatewayDeferralsAging",
 }
 
+# Labels the scrape adds through the chart's PodMonitor/ServiceMonitor: which gateway a series
+# belongs to. Alerts and the dashboard aggregate by them.
+TARGET_LABELS = ("namespace", "app_kubernetes_io_instance")
+GATEWAY = {"namespace": "couriers", "app_kubernetes_io_instance": "parcels"}
+
 # Grafana's built-in interval variables, as a short scrape would need them.
 GRAFANA_BUILTINS = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "1m"}
 
@@ -263,6 +268,37 @@ def test_every_alert_is_unit_tested_both_ways_and_links_its_runbook_section() ->
     assert set(firing | silent) <= set(names), "unit tests name an alert that does not exist"
 
 
+def test_every_alert_is_per_gateway_and_tested_with_a_healthy_gateway_beside() -> None:
+    """Each alert groups by namespace and gateway, and a unit test runs two gateways at once
+    where the alert fires for the unhealthy one only."""
+    for rule in alert_rules():
+        groupings = re.findall(r"\b(?:by|on)\s*\(([^)]*)\)", rule["expr"])
+        assert groupings, rule["alert"]
+        for grouping in groupings:
+            names = {part.strip() for part in grouping.split(",")}
+            assert set(TARGET_LABELS) <= names, f"{rule['alert']}: by ({grouping})"
+    tests = yaml.safe_load(ALERT_TESTS.read_text())
+    covered = set()
+    for case in tests["tests"]:
+        gateways = {
+            tuple(
+                re.search(rf'{label}="([^"]*)"', item["series"]).group(1) for label in TARGET_LABELS
+            )
+            for item in case["input_series"]
+        }
+        for check in case.get("alert_rule_test", []):
+            fired = {
+                (
+                    alert["exp_labels"]["namespace"],
+                    alert["exp_labels"]["app_kubernetes_io_instance"],
+                )
+                for alert in check.get("exp_alerts") or []
+            }
+            if len(gateways) >= 2 and len(fired) == 1 and fired < gateways:
+                covered.add(check["alertname"])
+    assert covered == ALERT_NAMES
+
+
 def catalogue() -> dict[str, tuple[str, ...]]:
     """Every series name the gateway exports, with its label names."""
     names: dict[str, tuple[str, ...]] = {}
@@ -302,10 +338,12 @@ def test_every_metric_and_label_used_exists() -> None:
         assert used, f"{where}: no gateway metric in {expr}"
         unknown = set(used) - set(known)
         assert not unknown, f"{where}: no such metric {unknown}"
-        labels = {label for name in used for label in known[name]}
+        labels = {label for name in used for label in known[name]} | set(TARGET_LABELS)
         for name, matchers in re.findall(r"\b(courier_gateway_\w+)\{([^}]*)\}", expr):
             for label in re.findall(r"(\w+)\s*(?:=~|!~|!=|=)", matchers):
-                assert label in known[name], f"{where}: {name} has no label {label!r}"
+                assert label in (*known[name], *TARGET_LABELS), (
+                    f"{where}: {name} has no label {label!r}"
+                )
         for grouping in re.findall(r"\b(?:by|without)\s*\(([^)]*)\)", expr):
             for label in filter(None, (part.strip() for part in grouping.split(","))):
                 assert label in labels, f"{where}: grouping by unknown label {label!r}"
@@ -320,6 +358,15 @@ def test_dashboard_shape() -> None:
     variables = {v["name"]: v for v in document["templating"]["list"]}
     assert variables["datasource"]["type"] == "datasource"
     assert variables["datasource"]["query"] == "prometheus"
+    # One gateway or several: a namespace and a gateway variable, and every query uses both.
+    assert "app_kubernetes_io_instance" in variables["gateway"]["definition"]
+    assert variables["gateway"]["multi"] and variables["gateway"]["includeAll"]
+    for panel in panels(document["panels"]):
+        for target in panel.get("targets", []):
+            for selector in re.findall(r"courier_gateway_\w+\{([^}]*)\}", target["expr"]):
+                assert 'namespace=~"$namespace"' in selector, target["expr"]
+                assert 'app_kubernetes_io_instance=~"$gateway"' in selector, target["expr"]
+            assert "app_kubernetes_io_instance" in target["legendFormat"], panel["title"]
     ids = [panel["id"] for panel in panels(document["panels"])]
     assert len(ids) == len(set(ids))
     for panel in panels(document["panels"]):
@@ -362,8 +409,9 @@ class Prometheus:
                 "evaluation_interval": "1s",
             },
             "rule_files": [str(ALERTS)],
+            # The labels the chart's monitors give every target of a gateway's pods.
             "scrape_configs": [
-                {"job_name": job, "static_configs": [{"targets": [target]}]}
+                {"job_name": job, "static_configs": [{"targets": [target], "labels": GATEWAY}]}
                 for job, target in targets.items()
             ],
         }
@@ -410,9 +458,10 @@ def must_have_data() -> list[tuple[str, str]]:
     checks = [(f"dashboard: {title}", expr) for title, expr in dashboard_targets()]
     for variable in dashboard()["templating"]["list"]:
         query = variable.get("definition", "")
-        match = re.fullmatch(r"label_values\((\w+),\s*(\w+)\)", query)
+        match = re.fullmatch(r"label_values\((\w+(?:\{[^}]*\})?),\s*(\w+)\)", query)
         if match:  # label_values(metric, label): the metric has series with that label
             metric, label = match.groups()
+            metric = substitute(metric)
             checks.append((f"variable ${variable['name']}", f"count by ({label}) ({metric})"))
     for rule in alert_rules():
         parts = series_expressions(rule["expr"])

@@ -11,7 +11,9 @@ What is proved:
   A ``PROMETHEUS_MULTIPROC_DIR`` that does not exist yet is created by the serving command.
 - The worker's ``/metrics`` counts each terminal outcome exactly (processed, dead-lettered, no
   retry, no ledger duplicate), its dead-letter gauge reaches the number of pending dead letters,
-  and both roles export ``courier_gateway_build_info``.
+  and both roles export ``courier_gateway_build_info``; neither exports ``*_created`` series,
+  and the queue gauge ``courier_gateway_queue_lag_messages`` is also exported under its
+  deprecated former name ``courier_gateway_queue_lag``, with the same values.
 - The worker's ``/health`` and ``/ready`` answer 200 JSON while it consumes; after SIGTERM,
   while it drains an in-flight job, ``/ready`` turns 503 and ``/health`` stays 200, and the job
   still completes before the worker exits 0.
@@ -212,6 +214,21 @@ def test_metrics_of_two_ingress_processes_and_a_worker_are_exact(
     assert total(work, "courier_gateway_end_to_end_seconds_count", outcome="processed") == s
     assert total(work, "courier_gateway_end_to_end_seconds_count", outcome="dead_lettered") == k
     assert total(work, "courier_gateway_worker_up") == 1
+    # Units in names; the former name of the queue gauge stays one release, with equal values.
+    lag = {
+        tuple(sorted(labels.items())): value
+        for name, labels, value in work
+        if name == "courier_gateway_queue_lag_messages"
+    }
+    old = {
+        tuple(sorted(labels.items())): value
+        for name, labels, value in work
+        if name == "courier_gateway_queue_lag"
+    }
+    assert set(lag) == {(("state", "pending"),), (("state", "undelivered"),)}
+    assert old == lag
+    # No *_created series next to the counters and histograms, in either role.
+    assert [name for name, _, _ in work + intake if name.endswith("_created")] == []
     assert total(work, "courier_gateway_build_info", role="worker", version=__version__) == 1
     assert total(work, "courier_gateway_build_info", role="ingress") == 0
     assert stack.count("dead_letter_events", {"reviewStatus": "pending"}) == k

@@ -12,6 +12,9 @@ What is proved:
 - With tracing off (no ``OTEL_*`` variables, or an endpoint with ``OTEL_SDK_DISABLED=true``)
   nothing is exported, yet the caller's trace id still reaches the downstream in its
   ``traceparent``.
+- ``OTEL_EXPORTER_OTLP_PROTOCOL`` is honoured: with ``grpc`` the spans reach a real OTLP/gRPC
+  trace service (grpcio with opentelemetry-proto's service definition), with ``http/protobuf``
+  the OTLP/HTTP endpoint.
 """
 
 from __future__ import annotations
@@ -21,14 +24,21 @@ import os
 import threading
 import zlib
 from collections.abc import Iterator
+from concurrent import futures
 from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
+from typing import Any
 
+import grpc
 import httpx
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import (
+    TraceServiceServicer,
+    add_TraceServiceServicer_to_server,
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
@@ -141,6 +151,34 @@ class OtlpReceiver:
 
     def stop(self) -> None:
         stop_http(self.server)
+
+
+class GrpcReceiver(OtlpReceiver):
+    """An OTLP/gRPC trace service (``TraceService/Export``) on a free loopback port."""
+
+    grpc_server: Any = None
+    port: int = 0
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> GrpcReceiver:
+        owner = self
+
+        class Service(TraceServiceServicer):  # type: ignore[misc]
+            def Export(self, request: Any, context: Any) -> ExportTraceServiceResponse:  # noqa: N802
+                owner.record(request)
+                return ExportTraceServiceResponse()
+
+        self.grpc_server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        add_TraceServiceServicer_to_server(Service(), self.grpc_server)
+        self.port = self.grpc_server.add_insecure_port("127.0.0.1:0")
+        self.grpc_server.start()
+        return self
+
+    def stop(self) -> None:
+        self.grpc_server.stop(grace=1).wait()
 
 
 @pytest.fixture
@@ -273,3 +311,28 @@ def test_with_tracing_off_nothing_is_exported_but_the_trace_id_still_reaches_the
     assert worker.stop(timeout=10) == 0
     assert ingress.stop(timeout=10) == 0
     assert receiver.requests == 0 and receiver.spans == []
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_the_otlp_protocol_is_honoured(
+    start: StartGateway, redis_server: RedisServer, store_server: StoreServer, protocol: str
+) -> None:
+    receiver = (GrpcReceiver() if protocol == "grpc" else OtlpReceiver()).start()
+    try:
+        stack = StackEnv.create(
+            redis_server,
+            store_server,
+            OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
+            OTEL_EXPORTER_OTLP_PROTOCOL=protocol,
+            OTEL_BSP_SCHEDULE_DELAY="200",
+        )
+        start("ingress", stack.env)
+        traceparent, trace_id, caller_span = caller_traceparent()
+        send_traced_event(stack, traceparent)
+        assert wait_for(lambda: set(INTAKE_SPANS) <= set(receiver.in_trace(trace_id)), timeout=20)
+        spans = receiver.in_trace(trace_id)
+        server = spans["POST /v1/events/{source}"]
+        assert server.parent_span_id == caller_span
+        assert {span.service for span in spans.values()} == {"courier-gateway-ingress"}
+    finally:
+        receiver.stop()

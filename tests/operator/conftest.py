@@ -110,7 +110,11 @@ def check_status(obj: dict[str, Any]) -> None:
 @pytest.fixture
 async def kubectl(kube_api: Any) -> AsyncIterator[KubeClient]:
     """A client on the emulated API, for what a user (or a controller) would do."""
-    client = KubeClient(kopf.ConnectionInfo(server=str(kube_api.url)), user_agent=TEST_CLIENT)
+    client = KubeClient(
+        kopf.ConnectionInfo(server=str(kube_api.url)),
+        user_agent=TEST_CLIENT,
+        field_manager=TEST_CLIENT,
+    )
     try:
         yield client
     finally:

@@ -101,3 +101,47 @@ def test_the_operator_applies_the_same_defaults_as_the_replay_crd() -> None:
     for path, default in defaults.items():
         assert _value(parsed.model_dump(), path) == default, path
     assert len(defaults) == 5
+
+
+@pytest.mark.parametrize("kind", ["CourierGateway", "ReplayRequest"])
+def test_conditions_have_the_shape_of_metav1_condition(kind: str) -> None:
+    schema = crd_for(kind)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    conditions = schema["properties"]["status"]["properties"]["conditions"]
+    assert conditions["x-kubernetes-list-map-keys"] == ["type"]
+    item = conditions["items"]
+    assert item["required"] == ["type", "status", "reason", "message", "lastTransitionTime"]
+    properties = item["properties"]
+    assert properties["status"]["enum"] == ["True", "False", "Unknown"]
+    assert properties["reason"]["pattern"] == "^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+    assert properties["lastTransitionTime"]["format"] == "date-time"
+    assert properties["observedGeneration"]["minimum"] == 0
+
+
+def test_the_pod_settings_of_the_crd_are_the_operators() -> None:
+    from courier_operator.gateway.spec import PodSecurity, PodSpec
+
+    spec = crd_for("CourierGateway")["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    for component in ("ingress", "worker"):
+        pod = spec["properties"]["spec"]["properties"][component]["properties"]["pod"]
+        assert set(pod["properties"]) == set(PodSpec.model_fields), component
+        security = pod["properties"]["securityContext"]["properties"]
+        assert set(security) == set(PodSecurity.model_fields)
+        # Never root, whatever the override: the restricted Pod Security Standard.
+        assert security["runAsUser"]["minimum"] == 1
+        assert security["seccompProfile"]["properties"]["type"]["enum"] == [
+            "RuntimeDefault",
+            "Localhost",
+        ]
+    # spec.image is optional: the operator's own image by default.
+    assert "image" not in spec["properties"]["spec"]["required"]
+    assert (
+        parse_gateway_spec(
+            {
+                "redis": {"urlSecretRef": {"name": "r"}},
+                "mongo": {"uriSecretRef": {"name": "m"}},
+                "signing": {"sources": [{"name": "dhl"}]},
+            },
+            default_image="registry.example/courier-gateway:9.9.9",
+        ).image
+        == "registry.example/courier-gateway:9.9.9"
+    )

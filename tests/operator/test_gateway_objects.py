@@ -157,7 +157,7 @@ async def test_pods_becoming_ready_make_the_gateway_ready(
             "availableReplicas": replicas,
             "observedGeneration": live["metadata"]["generation"],
         }
-        await kubectl.patch(
+        await kubectl.merge_patch(
             DEPLOYMENTS, NAMESPACE, f"ready-{component}", {"status": ready}, subresource="status"
         )
 
@@ -185,7 +185,7 @@ async def test_spec_changes_reach_the_owned_objects(
             "worker": {"minReplicas": 2, "maxReplicas": 4, "concurrency": 25},
         }
     }
-    await kubectl.patch(COURIER_GATEWAYS, NAMESPACE, "change", patch)
+    await kubectl.merge_patch(COURIER_GATEWAYS, NAMESPACE, "change", patch)
 
     async def updated() -> tuple[dict[str, Any], dict[str, Any]] | None:
         ingress = await kubectl.get(DEPLOYMENTS, NAMESPACE, "change-ingress")
@@ -223,7 +223,7 @@ async def test_hand_edits_to_a_deployment_are_reverted(
     edited = objects["ingress"]["spec"]["template"]["spec"]["containers"][0] | {
         "image": "evil:latest"
     }
-    await kubectl.patch(
+    await kubectl.merge_patch(
         DEPLOYMENTS,
         NAMESPACE,
         "drift-ingress",
@@ -325,3 +325,34 @@ async def test_an_operator_limited_to_namespaces_reconciles_there(
     await create_gateway(kubectl, redis_server.url, "scoped")
     objects = await eventually(lambda: _objects(kubectl, "scoped"))
     assert objects["worker"]["spec"]["replicas"] == 1
+
+
+async def test_lists_are_read_in_pages(
+    operator: Any,
+    kube_api: Any,
+    kubectl: KubeClient,
+    redis_server: RedisServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before watching, kopf lists each resource in pages of ``LIST_CHUNK_SIZE`` (the emulator
+    pages like the API server), and every gateway of every page is reconciled."""
+    from courier_operator import handlers
+
+    monkeypatch.setattr(handlers, "LIST_CHUNK_SIZE", 2)
+    names = ["paged-a", "paged-b", "paged-c"]
+    for name in names:
+        await create_gateway(kubectl, redis_server.url, name)
+    await operator()
+    for name in names:
+        await eventually(lambda name=name: kubectl.get(DEPLOYMENTS, NAMESPACE, f"{name}-worker"))
+    pages = [
+        request
+        for request in list(kube_api)
+        if request.resource is not None
+        and request.resource.plural == "couriergateways"
+        and request.name is None
+        and str(request.method).endswith("GET")
+        and request.params.get("watch") != "true"
+    ]
+    assert {request.params.get("limit") for request in pages} == {"2"}
+    assert [request.params.get("continue", "") for request in pages][:2] == ["", "2"]

@@ -13,14 +13,16 @@ import courier_operator
 from courier_gateway.config import Settings
 from courier_operator import OperatorState, build_registry
 from courier_operator import kube as kube_module
-from courier_operator.rbac import PERMISSIONS, allows
+from courier_operator.rbac import CLEANUP_PERMISSIONS, PERMISSIONS, allows
 
 PACKAGE = Path(courier_operator.__file__).parent
-VERBS = {"get": "get", "create": "create", "patch": "patch", "delete": "delete"}
+# KubeClient methods and the verb each is authorized as (a server-side apply is a PATCH).
+VERBS = {"get": "get", "apply": "patch", "delete": "delete", "create": "create"}
 
 
-def _client_calls() -> set[tuple[str, str, str]]:
-    """(api group, resource, verb) of every ``KubeClient`` call in the operator's code."""
+def _client_calls(*, cleanup: bool = False) -> set[tuple[str, str, str]]:
+    """(api group, resource, verb) of every ``KubeClient`` call in the operator's code (or in
+    the cleanup command's, which runs under its own service account)."""
     resources = {
         name: value
         for name, value in vars(kube_module).items()
@@ -28,17 +30,17 @@ def _client_calls() -> set[tuple[str, str, str]]:
     }
     found: set[tuple[str, str, str]] = set()
     for path in PACKAGE.rglob("*.py"):
+        if (path.name == "cleanup.py") != cleanup:
+            continue
         for node in ast.walk(ast.parse(path.read_text())):
             if not isinstance(node, ast.Call):
                 continue
             if isinstance(node.func, ast.Name) and node.func.id == "ensure":
-                # objects.ensure(client, RESOURCE, desired): read, then create or patch.
+                # objects.ensure(client, RESOURCE, desired): read, then apply.
                 resource_arg = node.args[1]
                 if isinstance(resource_arg, ast.Name) and resource_arg.id in resources:
                     resource = resources[resource_arg.id]
-                    found |= {
-                        (resource.group, resource.plural, v) for v in ("get", "create", "patch")
-                    }
+                    found |= {(resource.group, resource.plural, v) for v in ("get", "patch")}
                 continue
             if not isinstance(node.func, ast.Attribute):
                 continue
@@ -64,6 +66,39 @@ def test_every_api_call_in_the_code_is_allowed() -> None:
     assert ("batch", "jobs", "delete") in calls
     missing = sorted(call for call in calls if not allows(*call))
     assert missing == []
+
+
+def test_the_cleanup_command_may_do_what_it_does_and_no_more() -> None:
+    calls = _client_calls(cleanup=True)
+    granted = {
+        (rule.api_group, resource, verb)
+        for rule in CLEANUP_PERMISSIONS
+        for resource in rule.resources
+        for verb in rule.verbs
+    }
+    assert (
+        calls
+        == granted
+        == {
+            ("gateway.courier.dev", "couriergateways", "get"),
+            ("gateway.courier.dev", "couriergateways", "delete"),
+        }
+    )
+
+
+def test_the_operator_writes_only_by_server_side_apply() -> None:
+    """No create, update or merge patch in the operator's code: every write is an apply."""
+    writes = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr in ("create", "merge_patch")
+                and isinstance(node.value, ast.Attribute)
+                and node.value.attr == "client"
+            ):
+                writes.append(f"{path.name}:{node.lineno} {node.attr}")
+    assert writes == []
 
 
 def test_every_resource_kopf_handles_can_be_listed_watched_and_patched() -> None:

@@ -84,7 +84,7 @@ async def _finish_job(kubectl: KubeClient, name: str, *, succeeded: bool) -> Non
             }
         ],
     }
-    await kubectl.patch(JOBS, NAMESPACE, name, {"status": status}, subresource="status")
+    await kubectl.merge_patch(JOBS, NAMESPACE, name, {"status": status}, subresource="status")
 
 
 async def test_a_replay_request_runs_once_and_reports_its_counts(

@@ -17,6 +17,7 @@ a bug, so tests should hear about it.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,9 @@ __all__ = [
     "validate_custom_resource",
 ]
 
-CRD_DIRECTORY = Path(__file__).resolve().parents[2] / "charts" / "courier-gateway" / "crds"
+CRD_DIRECTORY = (
+    Path(__file__).resolve().parents[2] / "charts" / "courier-gateway" / "files" / "crds"
+)
 
 
 class UnknownKindError(LookupError):
@@ -49,15 +52,18 @@ def _load() -> tuple[dict[str, Any], ...]:
 
 
 def crds() -> list[dict[str, Any]]:
-    """Every CustomResourceDefinition under the chart's ``crds/`` (deep copies)."""
+    """Every CustomResourceDefinition under the chart's ``files/crds/`` (deep copies)."""
     return copy.deepcopy(list(_load()))
 
 
-def crd_for(kind: str, group: str | None = None) -> dict[str, Any]:
-    """The CRD defining ``kind`` (in ``group``, when several groups define one kind)."""
+def crd_for(
+    kind: str, group: str | None = None, *, among: Sequence[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The CRD defining ``kind`` (in ``group``, when several groups define one kind), among the
+    chart's CRDs or the given ones (another release's, for upgrade tests)."""
     found = [
         crd
-        for crd in _load()
+        for crd in (_load() if among is None else among)
         if crd["spec"]["names"]["kind"] == kind and group in (None, crd["spec"]["group"])
     ]
     if len(found) != 1:
@@ -91,9 +97,15 @@ def _translate(node: Any, *, strict: bool) -> Any:
     return out
 
 
-def crd_schema(kind: str, version: str | None = None, *, strict: bool = True) -> dict[str, Any]:
+def crd_schema(
+    kind: str,
+    version: str | None = None,
+    *,
+    strict: bool = True,
+    among: Sequence[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """The JSON Schema of ``kind`` (its storage version unless ``version`` is given)."""
-    crd = crd_for(kind)
+    crd = crd_for(kind, among=among)
     versions = crd["spec"]["versions"]
     chosen = [
         item
@@ -111,14 +123,16 @@ def crd_schema(kind: str, version: str | None = None, *, strict: bool = True) ->
     return schema
 
 
-def validate_custom_resource(doc: dict[str, Any], *, strict: bool = True) -> None:
+def validate_custom_resource(
+    doc: dict[str, Any], *, strict: bool = True, among: Sequence[dict[str, Any]] | None = None
+) -> None:
     """Check ``doc`` as the API server would: its apiVersion served, its body per the schema.
 
     Raises :class:`UnknownKindError` for a kind or version the chart's CRDs do not serve, and
     ``jsonschema.ValidationError`` (the first error, with its path) for a schema violation.
     """
     group, _, version = doc["apiVersion"].rpartition("/")
-    crd = crd_for(doc["kind"], group)
+    crd = crd_for(doc["kind"], group, among=among)
     served = [item["name"] for item in crd["spec"]["versions"] if item.get("served")]
     if version not in served:
         raise UnknownKindError(f"{doc['kind']} is served as {served}, not {version!r}")
@@ -129,7 +143,7 @@ def validate_custom_resource(doc: dict[str, Any], *, strict: bool = True) -> Non
         raise jsonschema.ValidationError(
             f"{doc['kind']} is cluster-scoped but has a namespace", path=["metadata", "namespace"]
         )
-    schema = crd_schema(doc["kind"], version, strict=strict)
+    schema = crd_schema(doc["kind"], version, strict=strict, among=among)
     validator = jsonschema.Draft7Validator(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(doc))
     if error is not None:

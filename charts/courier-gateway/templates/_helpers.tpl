@@ -49,9 +49,39 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
-{{/* repository:tag of the courier-gateway image (tag defaults to the appVersion). */}}
+{{/*
+The courier-gateway image: repository@digest when image.digest is set (the digest pins it, the tag
+is ignored), else repository:tag (tag defaults to the appVersion).
+*/}}
 {{- define "courier-gateway.image" -}}
-{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- $registry := (.Values.global).imageRegistry }}
+{{- $repository := ternary (printf "%s/%s" $registry .Values.image.repository) .Values.image.repository (not (empty $registry)) }}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" $repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" $repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+{{- end }}
+
+{{/* imagePullSecrets, then global.imagePullSecrets (an umbrella chart's), as a YAML list. */}}
+{{- define "courier-gateway.imagePullSecrets" -}}
+{{- $secrets := concat (.Values.imagePullSecrets | default list) ((.Values.global).imagePullSecrets | default list) }}
+{{- toYaml (uniq $secrets) }}
+{{- end }}
+
+{{/*
+Annotations of the custom resources the chart creates (the CourierGateway, the kopf peering):
+on the first install their CRDs are created by the same release, and Helm maps every object of a
+release before it applies any, so these are created by a post-install hook instead, carrying
+Helm's ownership metadata: the next `helm upgrade` adopts them as ordinary release objects.
+*/}}
+{{- define "courier-gateway.customResourceAnnotations" -}}
+{{- if and .Release.IsInstall .Values.crds.install }}
+helm.sh/hook: post-install
+helm.sh/hook-weight: "-5"
+meta.helm.sh/release-name: {{ .Release.Name }}
+meta.helm.sh/release-namespace: {{ .Release.Namespace }}
+{{- end }}
 {{- end }}
 
 {{/* The CourierGateway created by the chart: its name and image. */}}
@@ -117,19 +147,20 @@ Keep them equal to what the operator's code uses (tests/delivery checks the list
 - apiGroups: [kopf.dev]
   resources: [kopfpeerings, clusterkopfpeerings]
   verbs: [get, list, watch, patch]
-# What it creates and owns for each gateway and replay.
+# What it creates and owns for each gateway and replay: written by server-side apply (a patch,
+# which also creates).
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, list, watch, create, patch]
+  verbs: [get, list, watch, patch]
 - apiGroups: [""]
   resources: [services, configmaps, secrets]
-  verbs: [get, create, patch]
+  verbs: [get, patch]
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
-  verbs: [get, create, patch]
+  verbs: [get, patch]
 - apiGroups: [batch]
   resources: [jobs]
-  verbs: [get, list, watch, create, delete]
+  verbs: [get, list, watch, patch, delete]
 # kopf posts Events about the resources it handles.
 - apiGroups: [""]
   resources: [events]
@@ -142,8 +173,22 @@ operator/courier_operator/rbac.py (a test keeps them equal).
 */}}
 {{- define "courier-gateway.cleanupRules" -}}
 - apiGroups: [gateway.courier.dev]
-  resources: [couriergateways, replayrequests]
-  verbs: [list, delete]
+  resources: [couriergateways]
+  verbs: [get, delete]
+{{- end }}
+
+{{/*
+The monitors' namespaceSelector: monitoring.namespaceSelector, else where the operator works
+(every namespace, or operator.watchNamespaces).
+*/}}
+{{- define "courier-gateway.monitorNamespaces" -}}
+{{- if .Values.monitoring.namespaceSelector }}
+{{- toYaml .Values.monitoring.namespaceSelector }}
+{{- else if .Values.operator.watchNamespaces }}
+matchNames: {{ toJson .Values.operator.watchNamespaces }}
+{{- else }}
+any: true
+{{- end }}
 {{- end }}
 
 {{/*

@@ -41,6 +41,7 @@ PREVIOUS = _PREFIX + "previous-key"
 PREVIOUS_EXPIRES = _PREFIX + "previous-expires-at"
 ROTATED_AT = _PREFIX + "rotated-at"
 ROTATE_TOKEN = _PREFIX + "rotate-token"
+_STATE = frozenset({ACTIVE, PREVIOUS, PREVIOUS_EXPIRES, ROTATED_AT, ROTATE_TOKEN})
 # On the CourierGateway: any new value rotates every source's key now.
 ROTATE_ANNOTATION = _PREFIX + "rotate-keys"
 
@@ -105,12 +106,40 @@ class KeyStatus:
 
 @dataclass(frozen=True, slots=True)
 class KeyChange:
-    """A write to a source's Secret and why (the reason becomes an Event)."""
+    """The source's Secret as it should be after one change, and why (the reason becomes an
+    Event). Applied whole: keys and annotations left out of it are removed."""
 
-    create: dict[str, Any] | None
-    patch: dict[str, Any] | None
+    manifest: dict[str, Any]
     reason: str
     message: str
+
+
+def _manifest(
+    gateway: dict[str, Any],
+    source: SourceSpec,
+    annotations: dict[str, str],
+    data: dict[str, Any],
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": source_secret_name(gateway, source.name),
+            "namespace": gateway["metadata"]["namespace"],
+            "labels": {
+                "app.kubernetes.io/name": "courier-gateway",
+                "app.kubernetes.io/instance": gateway["metadata"]["name"],
+                "app.kubernetes.io/component": "signing-keys",
+                "app.kubernetes.io/managed-by": MANAGED_BY,
+                "gateway.courier.dev/source": source.name,
+            },
+            # Only the rotation state: annotations others put on the Secret stay theirs.
+            "annotations": {key: value for key, value in annotations.items() if key in _STATE},
+            "ownerReferences": [owner_reference(gateway)],
+        },
+        "data": dict(data),
+    }
 
 
 def _status(
@@ -150,26 +179,8 @@ def plan_keys(
             ROTATE_TOKEN: manual_token or "",
         }
         data = {key_id: base64.b64encode(generate_secret(source.scheme).encode()).decode()}
-        body = {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "type": "Opaque",
-            "metadata": {
-                "name": name,
-                "namespace": gateway["metadata"]["namespace"],
-                "labels": {
-                    "app.kubernetes.io/name": "courier-gateway",
-                    "app.kubernetes.io/instance": gateway["metadata"]["name"],
-                    "app.kubernetes.io/component": "signing-keys",
-                    "app.kubernetes.io/managed-by": MANAGED_BY,
-                    "gateway.courier.dev/source": source.name,
-                },
-                "annotations": annotations,
-                "ownerReferences": [owner_reference(gateway)],
-            },
-            "data": data,
-        }
-        change = KeyChange(body, None, "KeyCreated", f"source {source.name}: key {key_id} created")
+        body = _manifest(gateway, source, annotations, data)
+        change = KeyChange(body, "KeyCreated", f"source {source.name}: key {key_id} created")
         return _status(source, name, annotations, data), [change]
 
     annotations = dict(secret["metadata"].get("annotations") or {})
@@ -181,28 +192,25 @@ def plan_keys(
     if previous and expires is None:
         # Missing or garbled (edited by hand): keep the key a full overlap rather than drop it.
         repaired = iso(now + source.rotation.overlap_delta, precise=True)
+        annotations[PREVIOUS_EXPIRES] = repaired
         changes.append(
             KeyChange(
-                None,
-                {"metadata": {"annotations": {PREVIOUS_EXPIRES: repaired}}},
+                _manifest(gateway, source, annotations, data),
                 "KeyExpiryRepaired",
                 f"source {source.name}: previous key {previous} had no valid expiry;"
                 f" kept until {repaired}",
             )
         )
-        annotations[PREVIOUS_EXPIRES] = repaired
     elif previous and expires is not None and now >= expires:
-        patch_annotations = {PREVIOUS: None, PREVIOUS_EXPIRES: None}
+        _merge(data, {previous: None})
+        _merge(annotations, {PREVIOUS: None, PREVIOUS_EXPIRES: None})
         changes.append(
             KeyChange(
-                None,
-                {"metadata": {"annotations": patch_annotations}, "data": {previous: None}},
+                _manifest(gateway, source, annotations, data),
                 "KeyRetired",
                 f"source {source.name}: previous key {previous} removed after the overlap",
             )
         )
-        _merge(data, {previous: None})
-        _merge(annotations, patch_annotations)
 
     active = annotations.get(ACTIVE)
     rotated = _parse(annotations.get(ROTATED_AT))
@@ -229,22 +237,21 @@ def plan_keys(
             expiry = now + source.rotation.overlap_delta
             new_annotations[PREVIOUS_EXPIRES] = iso(expiry, precise=True)
         why = "requested by annotation" if manual else "interval elapsed" if due else "key lost"
+        _merge(annotations, new_annotations)
+        _merge(data, new_data)
         changes.append(
             KeyChange(
-                None,
-                {"metadata": {"annotations": new_annotations}, "data": new_data},
+                _manifest(gateway, source, annotations, data),
                 "KeyRotated",
                 f"source {source.name}: new key {key_id} ({why});"
                 f" previous key {active} valid until {new_annotations.get(PREVIOUS_EXPIRES)}",
             )
         )
-        _merge(annotations, new_annotations)
-        _merge(data, new_data)
     return _status(source, secret["metadata"]["name"], annotations, data), changes
 
 
 def _merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
-    """Apply a flat merge patch to the local copy, as the API server applies it to the Secret."""
+    """Apply a flat change to the local copy (``None`` removes the entry)."""
     for key, value in patch.items():
         if value is None:
             target.pop(key, None)

@@ -46,7 +46,7 @@ from courier_operator.kube import (
     SERVICES,
     ApiError,
 )
-from courier_operator.objects import ensure, merge_patch
+from courier_operator.objects import ensure, in_sync, prune
 
 __all__ = ["read_secret_value", "reconcile"]
 
@@ -77,7 +77,7 @@ async def reconcile(
         now = ctx.now()
         try:
             check_gateway_name(name)
-            spec = parse_gateway_spec(gateway.get("spec"))
+            spec = parse_gateway_spec(gateway.get("spec"), default_image=ctx.default_image)
         except InvalidSpecError as error:
             await _write_status(ctx, gateway, _invalid_status(gateway, str(error), now))
             return
@@ -153,19 +153,18 @@ async def _sync_keys(
         secret = await ctx.client.get(SECRETS, namespace, name)
         status, changes = plan_keys(gateway, source, secret, now, token)
         # Each write names the version it was planned on: two replicas rotating at once (a
-        # peering hand-over) get a 409 for the second, which re-plans on the next pass.
+        # peering hand-over) get a 409 for the second, which re-plans on the next pass. A new
+        # Secret is applied without a version; a second replica's apply then only repeats it.
         version = (secret or {}).get("metadata", {}).get("resourceVersion")
         for change in changes:
-            written: dict[str, Any] = {}
+            manifest = change.manifest
+            if version:
+                manifest = {
+                    **manifest,
+                    "metadata": {**manifest["metadata"], "resourceVersion": version},
+                }
             try:
-                if change.create is not None:
-                    written = await ctx.client.create(SECRETS, namespace, change.create)
-                elif change.patch is not None:
-                    patch = change.patch
-                    if version:
-                        meta = {**patch.get("metadata", {}), "resourceVersion": version}
-                        patch = {**patch, "metadata": meta}
-                    written = await ctx.client.patch(SECRETS, namespace, name, patch) or {}
+                written = await ctx.client.apply(SECRETS, manifest)
             except ApiError as error:
                 if error.status != 409:
                     raise
@@ -406,17 +405,13 @@ def _invalid_status(gateway: dict[str, Any], message: str, now: datetime) -> dic
 async def _write_status(
     ctx: OperatorContext, gateway: dict[str, Any], status: dict[str, Any]
 ) -> None:
-    patch = merge_patch(gateway.get("status") or {}, status)
-    if not patch:
-        return
+    """Apply the whole status (fields left out are removed), unless it is already so."""
     meta = gateway["metadata"]
+    manifest = {"metadata": {"name": meta["name"], "namespace": meta["namespace"]}}
+    manifest["status"] = prune(status)
+    if in_sync(gateway, manifest, subresource="status"):
+        return
     try:
-        await ctx.client.patch(
-            COURIER_GATEWAYS,
-            meta["namespace"],
-            meta["name"],
-            {"status": patch},
-            subresource="status",
-        )
+        await ctx.client.apply(COURIER_GATEWAYS, manifest, subresource="status")
     except ApiError as error:
         log.warning("status not written: %s", error)

@@ -74,6 +74,52 @@ class Resources(_Model):
         return {key: value or None for key, value in self.model_dump().items()}
 
 
+class SeccompProfile(_Model):
+    """Seccomp of the pods: the restricted profile allows only these two."""
+
+    type: Literal["RuntimeDefault", "Localhost"]
+    localhostProfile: str | None = None  # noqa: N815
+
+
+class PodSecurity(_Model):
+    """Pod security overrides that stay within the restricted Pod Security Standard."""
+
+    runAsUser: Annotated[int, Field(ge=1)] | None = None  # noqa: N815
+    runAsGroup: Annotated[int, Field(ge=0)] | None = None  # noqa: N815
+    fsGroup: Annotated[int, Field(ge=0)] | None = None  # noqa: N815
+    fsGroupChangePolicy: Literal["Always", "OnRootMismatch"] | None = None  # noqa: N815
+    supplementalGroups: list[Annotated[int, Field(ge=0)]] | None = None  # noqa: N815
+    seccompProfile: SeccompProfile | None = None  # noqa: N815
+
+
+class SpreadConstraint(_Model):
+    """A topology spread constraint (core/v1), checked for the fields the operator relies on."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    maxSkew: Annotated[int, Field(ge=1)]  # noqa: N815
+    topologyKey: str = Field(min_length=1)  # noqa: N815
+    whenUnsatisfiable: Literal["DoNotSchedule", "ScheduleAnyway"]  # noqa: N815
+    labelSelector: dict[str, Any] | None = None  # noqa: N815
+
+
+class PodSpec(_Model):
+    """Scheduling and metadata of one component's pods (``spec.ingress.pod``, ``spec.worker.pod``).
+
+    Passed through as Kubernetes defines them; affinity and tolerations are not re-validated here
+    (the API server does it when the Deployment is written, and the condition says so).
+    """
+
+    annotations: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict)
+    nodeSelector: dict[str, str] = Field(default_factory=dict)  # noqa: N815
+    affinity: dict[str, Any] | None = None
+    tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    topologySpreadConstraints: list[SpreadConstraint] | None = None  # noqa: N815
+    priorityClassName: str | None = Field(None, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")  # noqa: N815
+    securityContext: PodSecurity = Field(default_factory=PodSecurity)  # noqa: N815
+
+
 class IngressSpec(_Model):
     """How the HTTP ingress runs."""
 
@@ -82,6 +128,7 @@ class IngressSpec(_Model):
     maxBodyBytes: Annotated[int, Field(ge=1024, le=16_777_216)] = 262_144  # noqa: N815
     serviceType: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"  # noqa: N815
     resources: Resources = Field(default_factory=Resources)
+    pod: PodSpec = Field(default_factory=PodSpec)
 
 
 class WorkerSpec(_Model):
@@ -93,6 +140,7 @@ class WorkerSpec(_Model):
     targetLagPerReplica: Annotated[int, Field(ge=1, le=10_000_000)] = 1000  # noqa: N815
     scaleDownStabilizationSeconds: Annotated[int, Field(ge=0, le=86400)] = 300  # noqa: N815
     resources: Resources = Field(default_factory=Resources)
+    pod: PodSpec = Field(default_factory=PodSpec)
 
     @model_validator(mode="after")
     def _bounds(self) -> WorkerSpec:
@@ -205,7 +253,8 @@ class SigningSpec(_Model):
 class GatewaySpec(_Model):
     """``spec`` of a CourierGateway."""
 
-    image: str = Field(min_length=1, max_length=512, pattern=r"^\S+$")
+    # None: the operator's own image (OPERATOR_IMAGE), filled in by :func:`parse_gateway_spec`.
+    image: str | None = Field(None, min_length=1, max_length=512, pattern=r"^\S+$")
     imagePullPolicy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"  # noqa: N815
     imagePullSecrets: list[dict[str, str]] = Field(default_factory=list)  # noqa: N815
     serviceAccountName: str | None = None  # noqa: N815
@@ -240,9 +289,15 @@ def describe_spec_error(error: ValidationError) -> str:
     return f"spec.{where}: {message}" if where else f"spec: {message}"
 
 
-def parse_gateway_spec(spec: Any) -> GatewaySpec:
-    """Validate ``spec``; raise :class:`InvalidSpecError` naming the first bad field."""
+def parse_gateway_spec(spec: Any, *, default_image: str | None = None) -> GatewaySpec:
+    """Validate ``spec``; raise :class:`InvalidSpecError` naming the first bad field.
+
+    ``default_image`` (the operator's own) stands in for an empty ``spec.image``.
+    """
     try:
-        return GatewaySpec.model_validate(spec or {})
+        parsed = GatewaySpec.model_validate(spec or {})
     except ValidationError as error:
         raise InvalidSpecError(describe_spec_error(error)) from None
+    if parsed.image is None and default_image:
+        parsed = parsed.model_copy(update={"image": default_image})
+    return parsed

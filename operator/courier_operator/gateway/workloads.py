@@ -5,6 +5,10 @@ Pure functions of the gateway and its spec, so the same input always gives the s
 
 Every pod runs as a non-root user on a read-only root filesystem with all capabilities dropped;
 ``/tmp`` is a memory-backed emptyDir because Sanic and prometheus-client need a writable place.
+``spec.<component>.pod`` adds scheduling (node selector, affinity, tolerations, topology spread,
+priority class), pod labels and annotations, and pod security overrides that stay within the
+restricted profile; without topology spread constraints of its own, a component's replicas are
+spread over nodes and zones (best effort: ``ScheduleAnyway``, so a one-node cluster still runs).
 Signing keys are mounted as whole Secret volumes (never ``subPath``), so the kubelet's updates
 reach the running ingress, which re-reads key files every ``SECRETS_RELOAD_SECONDS``.
 """
@@ -16,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from courier_operator.gateway.spec import GatewaySpec, SecretKeyRef
+from courier_operator.gateway.spec import GatewaySpec, PodSpec, SecretKeyRef
 from courier_operator.objects import MANAGED_BY, owner_reference
 
 __all__ = [
@@ -26,10 +30,13 @@ __all__ = [
     "configmap_name",
     "ingress_deployment",
     "pod_disruption_budget",
+    "pod_security",
+    "scheduling",
     "selector_labels",
     "service",
     "source_secret_name",
     "sources_configmap",
+    "topology_spread",
     "worker_deployment",
 ]
 
@@ -151,19 +158,70 @@ def _probe(path: str, port: str, *, period: int, failures: int) -> dict[str, Any
     }
 
 
+# Spread over nodes, then zones; per ReplicaSet (pod-template-hash), so a rollout's new pods
+# spread among themselves rather than around the old ones.
+_DEFAULT_SPREAD = ("kubernetes.io/hostname", "topology.kubernetes.io/zone")
+
+
+def pod_security(settings: PodSpec) -> dict[str, Any]:
+    """The pod securityContext: the restricted defaults with the spec's overrides."""
+    overrides = settings.securityContext.model_dump(exclude_none=True)
+    return {**POD_SECURITY, **overrides, "runAsNonRoot": True}
+
+
+def topology_spread(
+    gateway: dict[str, Any], component: str, settings: PodSpec
+) -> list[dict[str, Any]]:
+    """The spec's constraints (selecting the component's pods unless they say otherwise), or
+    the default spread over nodes and zones."""
+    selector = {"matchLabels": selector_labels(gateway, component)}
+    if settings.topologySpreadConstraints is None:
+        return [
+            {
+                "maxSkew": 1,
+                "topologyKey": key,
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": selector,
+                "matchLabelKeys": ["pod-template-hash"],
+            }
+            for key in _DEFAULT_SPREAD
+        ]
+    return [
+        {**item.model_dump(exclude_none=True), "labelSelector": item.labelSelector or selector}
+        for item in settings.topologySpreadConstraints
+    ]
+
+
+def scheduling(settings: PodSpec) -> dict[str, Any]:
+    """Node selector, affinity, tolerations and priority class from the spec (None: unset)."""
+    return {
+        "nodeSelector": settings.nodeSelector or None,
+        "affinity": settings.affinity or None,
+        "tolerations": settings.tolerations or None,
+        "priorityClassName": settings.priorityClassName,
+    }
+
+
 def _pod_spec(
-    gateway: dict[str, Any], spec: GatewaySpec, container: dict[str, Any], volumes: list[Any]
+    gateway: dict[str, Any],
+    spec: GatewaySpec,
+    component: str,
+    container: dict[str, Any],
+    volumes: list[Any],
 ) -> dict[str, Any]:
+    settings = spec.ingress.pod if component == "ingress" else spec.worker.pod
     pod: dict[str, Any] = {
         "automountServiceAccountToken": False,
-        "securityContext": POD_SECURITY,
+        "securityContext": pod_security(settings),
         "containers": [container],
         "volumes": [
             {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
             *volumes,
         ],
+        "topologySpreadConstraints": topology_spread(gateway, component, settings),
+        **scheduling(settings),
     }
-    # None, not a missing key, when unset: a value removed from the spec leaves the pods too.
+    # None (not sent) when unset: a value removed from the spec leaves the pods too.
     pod["serviceAccountName"] = spec.serviceAccountName or None
     pod["imagePullSecrets"] = [{"name": item["name"]} for item in spec.imagePullSecrets] or None
     return pod
@@ -183,6 +241,7 @@ def _container(spec: GatewaySpec, role: str, resources: dict[str, Any]) -> dict[
 
 def _deployment(
     gateway: dict[str, Any],
+    spec: GatewaySpec,
     component: str,
     *,
     replicas: int,
@@ -191,6 +250,10 @@ def _deployment(
     grace_seconds: int,
 ) -> dict[str, Any]:
     pod["terminationGracePeriodSeconds"] = grace_seconds
+    settings = spec.ingress.pod if component == "ingress" else spec.worker.pod
+    # The operator's labels and annotations win: the selector must keep matching.
+    labels = {**settings.labels, **_labels(gateway, component)}
+    annotations = {**settings.annotations, **annotations}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -204,9 +267,7 @@ def _deployment(
             },
             "template": {
                 # An empty map would be dropped by the API server and look like drift forever.
-                "metadata": {"labels": _labels(gateway, component), "annotations": annotations}
-                if annotations
-                else {"labels": _labels(gateway, component)},
+                "metadata": {"labels": labels, "annotations": annotations or None},
                 "spec": pod,
             },
         },
@@ -259,9 +320,10 @@ def ingress_deployment(gateway: dict[str, Any], spec: GatewaySpec) -> dict[str, 
     digest = hashlib.sha256(sources_document(spec).encode()).hexdigest()[:16]
     return _deployment(
         gateway,
+        spec,
         "ingress",
         replicas=spec.ingress.replicas,
-        pod=_pod_spec(gateway, spec, container, volumes),
+        pod=_pod_spec(gateway, spec, "ingress", container, volumes),
         annotations={"gateway.courier.dev/sources-digest": digest},
         grace_seconds=30,
     )
@@ -301,9 +363,10 @@ def worker_deployment(gateway: dict[str, Any], spec: GatewaySpec, replicas: int)
     container["readinessProbe"] = _probe("/ready", "metrics", period=5, failures=2)
     return _deployment(
         gateway,
+        spec,
         "worker",
         replicas=replicas,
-        pod=_pod_spec(gateway, spec, container, []),
+        pod=_pod_spec(gateway, spec, "worker", container, []),
         annotations={},
         # The worker finishes what it holds (WORKER_DRAIN_TIMEOUT_MS, 30 s) before it exits.
         grace_seconds=45,

@@ -14,7 +14,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from courier_operator.gateway.spec import GatewaySpec, describe_spec_error
-from courier_operator.gateway.workloads import CONTAINER_SECURITY, POD_SECURITY, adapters_volume
+from courier_operator.gateway.workloads import (
+    CONTAINER_SECURITY,
+    adapters_volume,
+    pod_security,
+    scheduling,
+)
 from courier_operator.objects import MANAGED_BY, owner_reference
 
 __all__ = ["InvalidRequestError", "ReplaySpec", "job_name", "parse_replay_spec", "replay_job"]
@@ -168,10 +173,12 @@ def replay_job(
     pod: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
-        "securityContext": POD_SECURITY,
+        "securityContext": pod_security(gateway_spec.worker.pod),
         "containers": [container],
         # The root filesystem is read-only, as in the gateway's pods.
         "volumes": volumes,
+        # Where the worker may run, the replay may too (it talks to the same stores).
+        **{key: value for key, value in scheduling(gateway_spec.worker.pod).items() if value},
     }
     if gateway_spec.imagePullSecrets:
         pod["imagePullSecrets"] = [{"name": s["name"]} for s in gateway_spec.imagePullSecrets]

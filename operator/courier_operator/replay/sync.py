@@ -20,8 +20,8 @@ from courier_operator.context import OperatorContext
 from courier_operator.gateway.keys import iso
 from courier_operator.gateway.reconcile import read_secret_value
 from courier_operator.gateway.spec import InvalidSpecError, parse_gateway_spec
-from courier_operator.kube import COURIER_GATEWAYS, JOBS, REPLAY_REQUESTS, ApiError
-from courier_operator.objects import merge_patch
+from courier_operator.kube import COURIER_GATEWAYS, JOBS, REPLAY_REQUESTS
+from courier_operator.objects import in_sync, prune
 from courier_operator.replay.job import (
     InvalidRequestError,
     job_name,
@@ -114,18 +114,12 @@ async def _create_job(
             f"CourierGateway {spec.gatewayRef.name} not found in namespace {namespace}",
         )
     try:
-        gateway_spec = parse_gateway_spec(gateway.get("spec"))
+        gateway_spec = parse_gateway_spec(gateway.get("spec"), default_image=ctx.default_image)
     except InvalidSpecError as error:
         return "GatewayInvalid", f"CourierGateway {spec.gatewayRef.name} is invalid: {error}"
     name = job_name(request)
-    try:
-        job = await ctx.client.create(
-            JOBS, namespace, replay_job(request, spec, gateway, gateway_spec)
-        )
-    except ApiError as error:
-        if error.status != 409:
-            raise
-        job = await ctx.client.get(JOBS, namespace, name) or {}
+    # Applied once: the Job is only ever read afterwards (its pod template is immutable).
+    job = await ctx.client.apply(JOBS, replay_job(request, spec, gateway, gateway_spec))
     ctx.post_event(request, "Normal", "JobCreated", f"replay Job {name} created")
     return job
 
@@ -239,7 +233,7 @@ async def _summary(
         log.warning("replay summary not read: gateway %s is gone", gateway_name)
         return None, False
     try:
-        gateway_spec = parse_gateway_spec(gateway.get("spec"))
+        gateway_spec = parse_gateway_spec(gateway.get("spec"), default_image=ctx.default_image)
     except InvalidSpecError:
         return None, False
     url, problem = await read_secret_value(ctx, namespace, gateway_spec.redis.urlSecretRef)
@@ -259,13 +253,13 @@ async def _summary(
 
 
 async def _write(ctx: OperatorContext, request: dict[str, Any], status: dict[str, Any]) -> None:
-    patch = merge_patch(request.get("status") or {}, status)
-    if not patch:
-        return
+    """Apply the whole status, unless it is already so."""
     meta = request["metadata"]
-    await ctx.client.patch(
-        REPLAY_REQUESTS, meta["namespace"], meta["name"], {"status": patch}, subresource="status"
-    )
+    manifest = {"metadata": {"name": meta["name"], "namespace": meta["namespace"]}}
+    manifest["status"] = prune(status)
+    if in_sync(request, manifest, subresource="status"):
+        return
+    await ctx.client.apply(REPLAY_REQUESTS, manifest, subresource="status")
 
 
 async def delete_replay_job(ctx: OperatorContext, request: dict[str, Any]) -> None:

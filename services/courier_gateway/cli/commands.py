@@ -120,7 +120,14 @@ def _run_cleanup(args: argparse.Namespace) -> int:
     from courier_gateway.config import Settings
     from courier_operator.runner import cleanup
 
-    return asyncio.run(cleanup(Settings.from_env(), wait_seconds=args.timeout))
+    return asyncio.run(
+        cleanup(
+            Settings.from_env(),
+            namespace=args.namespace,
+            gateways=args.gateway,
+            wait_seconds=args.timeout,
+        )
+    )
 
 
 def _run_dev(args: argparse.Namespace) -> int:
@@ -198,8 +205,12 @@ def parser() -> argparse.ArgumentParser:
 
     cleanup = commands.add_parser(
         "cleanup",
-        help="delete every CourierGateway and ReplayRequest (OPERATOR_NAMESPACES, else all) and"
-        " wait until the running operator has released them (before removing the operator)",
+        help="delete the named CourierGateways and wait until the running operator has released"
+        " them (before removing the operator; nothing else is touched)",
+    )
+    cleanup.add_argument("--namespace", required=True, help="the gateways' namespace")
+    cleanup.add_argument(
+        "--gateway", action="append", required=True, help="a gateway to delete (repeatable)"
     )
     cleanup.add_argument(
         "--timeout", type=float, default=120.0, help="seconds to wait for them to go (120)"

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from courier_gateway import __version__
 from courier_gateway.config._errors import ConfigError, describe_validation_error
 
 __all__ = ["Settings"]
@@ -82,6 +83,13 @@ class Settings(BaseModel):
         4096, alias="MAX_CONNECTIONS"
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="LOG_LEVEL")
+    # Read by the OpenTelemetry exporter itself; checked here so a typo stops the start-up.
+    otel_exporter_otlp_protocol: Literal["", "http/protobuf", "grpc"] = Field(
+        "", alias="OTEL_EXPORTER_OTLP_PROTOCOL"
+    )
+    otel_exporter_otlp_traces_protocol: Literal["", "http/protobuf", "grpc"] = Field(
+        "", alias="OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+    )
 
     # Worker.
     worker_concurrency: Annotated[int, Field(ge=1, le=1000)] = Field(10, alias="WORKER_CONCURRENCY")
@@ -138,6 +146,12 @@ class Settings(BaseModel):
     )
     operator_health_port: Annotated[int, Field(ge=0, le=65535)] = Field(
         8080, alias="OPERATOR_HEALTH_PORT"
+    )
+    operator_image: str = Field(
+        # The operator's own version: gateways run what the operator was built with.
+        f"ghcr.io/courier-gateway/courier-gateway:{__version__}",
+        alias="OPERATOR_IMAGE",
+        pattern=r"^\S{1,512}$",
     )
 
     @field_validator("log_level", mode="before")

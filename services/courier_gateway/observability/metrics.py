@@ -16,6 +16,7 @@ files, so one scrape reports one consistent set.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 
 from prometheus_client import (
     REGISTRY,
@@ -23,11 +24,18 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     generate_latest,
     multiprocess,
 )
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from courier_gateway import __version__
+
+# No ``*_created`` series: they double every counter's and histogram's series count for a
+# timestamp no dashboard or alert reads (rate() copes with resets on its own).
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 __all__ = [
     "ADAPTER_ITEMS",
@@ -38,6 +46,7 @@ __all__ = [
     "INTAKE_REQUESTS",
     "LEGACY_SIGNATURES",
     "SIGNATURE_FAILURES",
+    "DeprecatedNames",
     "declare_build",
     "prime_intake",
     "render",
@@ -91,6 +100,34 @@ BUILD_INFO = Gauge(
     ["version", "role"],
     multiprocess_mode="max",
 )
+
+
+class DeprecatedNames(Collector):
+    """Re-exports renamed metrics under their former names for one release (see CHANGELOG.md).
+
+    ``renamed`` maps each new metric (its collector) to its old name; the old series carry the
+    same labels and values, and their help text says which name replaces them.
+    """
+
+    def __init__(self, renamed: dict[str, tuple[Collector, str]]) -> None:
+        self._renamed = renamed
+
+    def collect(self) -> Iterator[Metric]:
+        """The old names' families, copied from the new metrics."""
+        for old, (source, new) in self._renamed.items():
+            for family in source.collect():
+                alias = Metric(
+                    old, f"DEPRECATED: renamed {new}. {family.documentation}", family.type
+                )
+                alias.samples = [
+                    sample._replace(name=old + sample.name.removeprefix(new))
+                    for sample in family.samples
+                ]
+                yield alias
+
+    def describe(self) -> Iterable[Metric]:
+        """Nothing up front: the families are only known when collected."""
+        return []
 
 
 def render() -> bytes:

@@ -2,8 +2,11 @@
 
 Tracing is on when an OTLP endpoint is configured (``OTEL_EXPORTER_OTLP_ENDPOINT`` or
 ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) or ``OTEL_TRACES_EXPORTER`` names an exporter
-(``otlp``, ``console``), and ``OTEL_SDK_DISABLED`` is not true. Everything else the SDK reads
-itself (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``, headers, sampler…).
+(``otlp``, ``console``), and ``OTEL_SDK_DISABLED`` is not true. The OTLP transport follows
+``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`` or ``OTEL_EXPORTER_OTLP_PROTOCOL``: ``http/protobuf``
+(the default) or ``grpc``; another value stops the process with a message naming the variable.
+Everything else the SDK reads itself (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``,
+headers, sampler…).
 
 When off, :func:`span` does no OpenTelemetry work at all: it only mints a span id so the
 ``traceparent`` handed on (queue labels, downstream requests) still carries the trace id.
@@ -19,7 +22,18 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["SpanHandle", "configure_tracing", "shutdown_tracing", "span", "tracing_enabled"]
+__all__ = [
+    "OTLP_PROTOCOLS",
+    "SpanHandle",
+    "configure_tracing",
+    "otlp_protocol",
+    "shutdown_tracing",
+    "span",
+    "tracing_enabled",
+]
+
+#: The OTLP transports the exporter supports (the SDK has no http/json span exporter).
+OTLP_PROTOCOLS = ("http/protobuf", "grpc")
 
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 _state: dict[str, Any] = {"tracer": None, "provider": None}
@@ -56,11 +70,27 @@ def _wanted(environ: dict[str, str]) -> bool:
     return bool(endpoint) or exporter in {"otlp", "console"}
 
 
+def otlp_protocol(environ: dict[str, str]) -> str:
+    """The OTLP transport the environment asks for; ConfigError naming the variable otherwise."""
+    for name in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        value = environ.get(name, "").strip().lower()
+        if value:
+            if value not in OTLP_PROTOCOLS:
+                from courier_gateway.config import ConfigError
+
+                raise ConfigError(
+                    f"{name}: {value!r} is not supported; use one of {', '.join(OTLP_PROTOCOLS)}"
+                )
+            return value
+    return "http/protobuf"
+
+
 def configure_tracing(service: str) -> bool:
     """Install the SDK's tracer provider when the environment asks for it; return whether on."""
     environ = dict(os.environ)
     if not _wanted(environ):
         return False
+    protocol = otlp_protocol(environ)
     from opentelemetry import trace
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
@@ -75,6 +105,12 @@ def configure_tracing(service: str) -> bool:
     exporter: SpanExporter
     if environ.get("OTEL_TRACES_EXPORTER", "otlp").lower() == "console":
         exporter = ConsoleSpanExporter()
+    elif protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            OTLPSpanExporter as GrpcSpanExporter,
+        )
+
+        exporter = GrpcSpanExporter()
     else:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 

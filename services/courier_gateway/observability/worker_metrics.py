@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
-from courier_gateway.observability.metrics import DUPLICATES
+from courier_gateway.observability.metrics import DUPLICATES, DeprecatedNames
 
 __all__ = [
     "BREAKER_STATE",
@@ -55,10 +55,16 @@ JOBS_IN_FLIGHT = Gauge(
     multiprocess_mode="livesum",
 )
 QUEUE_LAG = Gauge(
-    "courier_gateway_queue_lag",
+    "courier_gateway_queue_lag_messages",
     "Stream entries not yet delivered to the workers plus delivered but unacknowledged.",
     ["state"],
     multiprocess_mode="max",
+)
+# The former name, exported as well until the next release (CHANGELOG.md).
+REGISTRY.register(
+    DeprecatedNames(
+        {"courier_gateway_queue_lag": (QUEUE_LAG, "courier_gateway_queue_lag_messages")}
+    )
 )
 RETRIES_PENDING = Gauge(
     "courier_gateway_retries_pending",
