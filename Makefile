@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed
 # `make dev` needs only the gateway and its embedded store, not the dev tools of `make test`.
 RUNTIME_STAMP := $(VENV)/.installed-runtime
 LINT_PATHS := $(wildcard services operator tests loadtest)
+TEST_JOBS ?= 3
 
 .PHONY: dev test lint format bench clean venv
 
@@ -41,7 +42,10 @@ format: $(STAMP)
 test: $(STAMP)
 	@.ci/ensure-tools redis-server:redis-server prometheus:prometheus promtool:prometheus wrk:wrk
 	$(MAKE) --no-print-directory lint
-	$(PY) -m pytest
+	@# Most tests wait on real processes, so three run at once; the few that measure timing
+	@# (latency under attack, failover and restart windows) run alone afterwards.
+	$(PY) -m pytest -n $(TEST_JOBS) --dist loadfile -m "not serial"
+	$(PY) -m pytest -m serial
 
 bench: $(STAMP)
 	@.ci/ensure-tools redis-server:redis-server wrk:wrk

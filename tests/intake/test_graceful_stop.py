@@ -19,6 +19,9 @@ from tests.conftest import StartGateway, base_env
 from tests.support.servers import RedisServer
 from tests.support.signing import event, signed
 
+# Measures timing (latency under attack, restart windows): run alone by make test.
+pytestmark = pytest.mark.serial
+
 SECRET = "graceful-secret-0001"
 
 

@@ -22,6 +22,9 @@ from tests.conftest import base_env
 from tests.support.servers import GatewayProcess, RedisServer, start_gateway, wait_for
 from tests.support.signing import event, signed
 
+# Measures timing (latency under attack, restart windows): run alone by make test.
+pytestmark = pytest.mark.serial
+
 SECRET = "hardening-secret-0001"
 CLOSE_HEALTH = b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
 HEAD_DEADLINE = 2.0

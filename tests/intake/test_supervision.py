@@ -25,6 +25,9 @@ import pytest
 from tests.conftest import StartGateway, base_env
 from tests.support.servers import GatewayProcess, RedisServer, wait_for
 
+# Measures timing (latency under attack, restart windows): run alone by make test.
+pytestmark = pytest.mark.serial
+
 SECRET = "supervision-secret-01"
 
 

@@ -53,6 +53,9 @@ from tests.support.servers import (
 from tests.support.signing import event
 from tests.support.stack import StackEnv, history, post_events
 
+# Measures timing (latency under attack, restart windows): run alone by make test.
+pytestmark = pytest.mark.serial
+
 OUTAGE_SECONDS = 60.0
 
 
