@@ -68,40 +68,21 @@ def _run_worker(args: argparse.Namespace) -> int:
     return asyncio.run(run_worker(Settings.from_env()))
 
 
-def _run_replay(args: argparse.Namespace) -> int:
-    from courier_gateway.cli.replay import run
+def _module(name: str) -> Callable[[argparse.Namespace], int]:
+    """The handler of a command whose ``run`` lives in ``courier_gateway.cli.<name>``.
 
-    return run(args)
+    The module is imported only when that command runs, so every other command starts fast.
+    """
 
+    def handler(args: argparse.Namespace) -> int:
+        import importlib
 
-def _run_migrate(args: argparse.Namespace) -> int:
-    from courier_gateway.cli.migrate import run
+        run: Callable[[argparse.Namespace], int] = importlib.import_module(
+            f"courier_gateway.cli.{name}"
+        ).run
+        return run(args)
 
-    return run(args)
-
-
-def _run_sign(args: argparse.Namespace) -> int:
-    from courier_gateway.cli.sign import run
-
-    return run(args)
-
-
-def _run_adapters(args: argparse.Namespace) -> int:
-    from courier_gateway.cli.adapters import run
-
-    return run(args)
-
-
-def _run_events(args: argparse.Namespace) -> int:
-    from courier_gateway.cli.events import run
-
-    return run(args)
-
-
-def _run_deadletters(args: argparse.Namespace) -> int:
-    from courier_gateway.cli.deadletters import run
-
-    return run(args)
+    return handler
 
 
 def _run_operator(args: argparse.Namespace) -> int:
@@ -175,19 +156,19 @@ def parser() -> argparse.ArgumentParser:
         "replay", help="replay (or discard) dead letters selected by id, reason, source or time"
     )
     replay.add_arguments(replay_command)
-    replay_command.set_defaults(handler=_run_replay)
+    replay_command.set_defaults(handler=_module("replay"))
 
     events_command = commands.add_parser(
         "events", help="what happened to an event: intake, attempts, effect, dead letter"
     )
     events.add_arguments(events_command)
-    events_command.set_defaults(handler=_run_events)
+    events_command.set_defaults(handler=_module("events"))
 
     letters_command = commands.add_parser(
         "deadletters", help="dead letters: counts by reason, source and age; list; show"
     )
     deadletters.add_arguments(letters_command)
-    letters_command.set_defaults(handler=_run_deadletters)
+    letters_command.set_defaults(handler=_module("deadletters"))
 
     migrate_command = commands.add_parser(
         "migrate",
@@ -195,7 +176,7 @@ def parser() -> argparse.ArgumentParser:
         " (idempotent; run once after upgrading)",
     )
     migrate.add_arguments(migrate_command)
-    migrate_command.set_defaults(handler=_run_migrate)
+    migrate_command.set_defaults(handler=_module("migrate"))
 
     operator = commands.add_parser(
         "operator",
@@ -229,14 +210,14 @@ def parser() -> argparse.ArgumentParser:
         "sign", help="sign an event and print a ready-to-run curl command (or the headers as JSON)"
     )
     sign.add_arguments(sign_command)
-    sign_command.set_defaults(handler=_run_sign)
+    sign_command.set_defaults(handler=_module("sign"))
 
     adapters_command = commands.add_parser(
         "adapters",
         help="list the adapters, or show what a provider's payload becomes (adapters check)",
     )
     adapters.add_arguments(adapters_command)
-    adapters_command.set_defaults(handler=_run_adapters)
+    adapters_command.set_defaults(handler=_module("adapters"))
     return root
 
 

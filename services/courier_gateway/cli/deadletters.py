@@ -16,6 +16,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from courier_gateway.cli.event_story import attempt_json
 from courier_gateway.cli.parsing import UsageError, moment, positive
 
 __all__ = ["AGE_BUCKETS", "add_arguments", "run"]
@@ -186,19 +187,7 @@ def _full(letter: dict[str, Any]) -> dict[str, Any]:
         **_summary(letter),
         "receivedAt": rfc3339(letter.get("receivedAt")),
         "keyId": letter.get("keyId"),
-        "attempts": [
-            {
-                "number": a.get("number"),
-                "round": a.get("round", 1),
-                "startedAt": rfc3339(a.get("startedAt")),
-                "endedAt": rfc3339(a.get("endedAt")),
-                "worker": a.get("worker"),
-                "outcome": a.get("outcome"),
-                "errorCode": a.get("errorCode"),
-                "errorMessage": a.get("errorMessage"),
-            }
-            for a in letter.get("attempts") or []
-        ],
+        "attempts": [attempt_json(a) for a in letter.get("attempts") or []],
         "replays": [
             {"requestId": r.get("requestId"), "at": rfc3339(r.get("at")), "by": r.get("by")}
             for r in letter.get("replays") or []

@@ -19,7 +19,7 @@ from courier_gateway.tenancy import scoped
 from courier_gateway.timestamps import rfc3339
 from courier_gateway.worker.shipments import history_key
 
-__all__ = ["TERMINAL", "KeyStory", "outcome", "render", "story_json"]
+__all__ = ["TERMINAL", "KeyStory", "attempt_json", "outcome", "render", "story_json"]
 
 Document = dict[str, Any]
 #: Outcomes after which nothing more happens to the event by itself.
@@ -186,7 +186,8 @@ def _intake(story: KeyStory) -> Document:
     return intake
 
 
-def _attempt_json(attempt: Document) -> Document:
+def attempt_json(attempt: Document) -> Document:
+    """One stored attempt as the commands print it (times in RFC 3339)."""
     return {
         "number": attempt.get("number"),
         "round": attempt.get("round", 1),
@@ -251,7 +252,7 @@ def story_json(story: KeyStory) -> Document:
             "processedAt": rfc3339(ledger["processedAt"]) if ledger.get("processedAt") else None,
             "leaseOwner": ledger.get("leaseOwner"),
         },
-        "attempts": [_attempt_json(a) for a in _attempts(story)],
+        "attempts": [attempt_json(a) for a in _attempts(story)],
         "nextRetryAt": rfc3339(story.queue.retry_due_at)
         if story.queue and story.queue.retry_due_at
         else None,
