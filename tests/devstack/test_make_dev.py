@@ -141,8 +141,18 @@ def test_make_dev_installs_the_runtime_only_with_visible_progress(tmp_path: Path
     for name in ("Makefile", "pyproject.toml", ".ci/find-python", ".ci/ensure-tools"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(root / name, tmp_path / name)
+    # As a developer's terminal runs it: without the MAKEFLAGS/MAKELEVEL of the `make test` that
+    # runs this suite (they make the inner make print "Entering directory" lines).
+    terminal = {
+        k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MAKELEVEL", "MFLAGS"}
+    }
     planned = subprocess.run(
-        ["make", "-n", "dev"], cwd=tmp_path, capture_output=True, text=True, check=True
+        ["make", "-n", "dev"],
+        cwd=tmp_path,
+        env=terminal,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     installs = [line for line in planned.splitlines() if "pip install" in line]
     assert installs == [".venv/bin/python -m pip install --progress-bar on -e '.[embedded]'"]

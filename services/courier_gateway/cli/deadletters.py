@@ -16,7 +16,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from courier_gateway.cli.event_story import attempt_json
+from courier_gateway.cli.attempts import attempt_json
 from courier_gateway.cli.parsing import UsageError, moment, positive
 
 __all__ = ["AGE_BUCKETS", "add_arguments", "run"]

@@ -14,12 +14,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from courier_gateway.cli.attempts import attempt_json
 from courier_gateway.queue.lookups import QueueTrace
 from courier_gateway.tenancy import scoped
 from courier_gateway.timestamps import rfc3339
 from courier_gateway.worker.shipments import history_key
 
-__all__ = ["TERMINAL", "KeyStory", "attempt_json", "outcome", "render", "story_json"]
+__all__ = ["TERMINAL", "KeyStory", "outcome", "render", "story_json"]
 
 Document = dict[str, Any]
 #: Outcomes after which nothing more happens to the event by itself.
@@ -184,20 +185,6 @@ def _intake(story: KeyStory) -> Document:
             duplicateHintSeconds=queue.hint_expires_in,
         )
     return intake
-
-
-def attempt_json(attempt: Document) -> Document:
-    """One stored attempt as the commands print it (times in RFC 3339)."""
-    return {
-        "number": attempt.get("number"),
-        "round": attempt.get("round", 1),
-        "startedAt": rfc3339(attempt.get("startedAt")),
-        "endedAt": rfc3339(attempt.get("endedAt")),
-        "worker": attempt.get("worker"),
-        "outcome": attempt.get("outcome"),
-        "errorCode": attempt.get("errorCode"),
-        "errorMessage": attempt.get("errorMessage"),
-    }
 
 
 def _dead_letter_json(letter: Document | None) -> Document | None:
