@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from pymongo.errors import AutoReconnect, ConnectionFailure, NetworkTimeout
+from redis.exceptions import ClusterDownError, ReadOnlyError, SlotNotCoveredError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 __all__ = ["REDIS_UNAVAILABLE", "STORE_UNAVAILABLE", "Backoff", "Dependency"]
@@ -35,11 +35,16 @@ T = TypeVar("T")
 
 #: Errors that mean "Redis is not reachable now", not "the request is wrong". ``OSError``
 #: covers refused and reset connections that surface before redis-py wraps them (and the
-#: built-in ``TimeoutError``); ``BusyLoadingError`` (AOF loading) is a ``ConnectionError``.
+#: built-in ``TimeoutError``); ``BusyLoadingError`` (AOF loading) and Sentinel's
+#: ``MasterNotFoundError`` are ``ConnectionError``s; a cluster without a primary for a slot
+#: (mid-failover) answers ``CLUSTERDOWN`` or ``TRYAGAIN``.
 REDIS_UNAVAILABLE: tuple[type[BaseException], ...] = (
     RedisConnectionError,
     RedisTimeoutError,
     ReadOnlyError,
+    ClusterDownError,
+    TryAgainError,
+    SlotNotCoveredError,
     OSError,
 )
 

@@ -16,7 +16,7 @@ with it (theirs always contain the space).
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_SOURCE", "hint_key", "scoped", "split_scoped"]
+__all__ = ["DEFAULT_SOURCE", "scoped", "split_scoped"]
 
 #: The default source: the original gateway's ``/v1/events/courier``.
 DEFAULT_SOURCE = "courier"
@@ -37,8 +37,3 @@ def split_scoped(stored_id: str) -> tuple[str, str]:
     if not separator:
         return DEFAULT_SOURCE, stored_id
     return namespace, key
-
-
-def hint_key(tenant: str, idempotency_key: str) -> str:
-    """The intake's duplicate-hint key in Redis (source names contain no ``:``)."""
-    return f"cg:seen:{tenant}:{idempotency_key}"

@@ -23,7 +23,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from courier_gateway.tenancy import hint_key, scoped
+from courier_gateway.queue.layout import QueueLayout
+from courier_gateway.tenancy import scoped
 from tests.support.servers import GatewayProcess, RedisServer, StoreServer, start_gateway, wait_for
 from tests.support.signing import signed
 from tests.support.stack import StackEnv, history
@@ -124,8 +125,9 @@ def test_a_key_named_after_another_source_does_not_make_its_event_a_duplicate(
     assert answer["idempotencyKey"] == f"beta:evt_{suffix}"
     # Both hints exist, each under its own tenant.
     redis = tenants.stack.redis.client()
-    assert redis.exists(hint_key("alpha", f"beta:evt_{suffix}"))
-    assert redis.exists(hint_key("beta", f"beta:evt_{suffix}"))
+    (partition,) = QueueLayout("unused").partitions  # one partition: the historical keys
+    assert redis.exists(partition.hint_key("alpha", f"beta:evt_{suffix}"))
+    assert redis.exists(partition.hint_key("beta", f"beta:evt_{suffix}"))
 
     record = tenants.wait_processed("beta", victim["eventId"])
     assert record["status"] == "processed"

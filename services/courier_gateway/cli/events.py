@@ -22,10 +22,10 @@ from courier_gateway.cli.parsing import UsageError, moment, positive
 
 if TYPE_CHECKING:
     from pymongo.database import Database
-    from redis import Redis
 
     from courier_gateway.cli.event_story import KeyStory
     from courier_gateway.config import Settings
+    from courier_gateway.queue.topology import SyncRedis
 
 __all__ = ["STATUSES", "add_arguments", "open_database", "run"]
 
@@ -95,13 +95,13 @@ def open_database(settings: Settings) -> Iterator[Database[dict[str, Any]]]:
 
 
 @contextlib.contextmanager
-def _open_redis(settings: Settings) -> Iterator[Redis | None]:
-    if not settings.redis_url:
+def _open_redis(settings: Settings) -> Iterator[SyncRedis | None]:
+    if not settings.redis_url and not settings.redis_sentinels:
         yield None
         return
-    from redis import Redis
+    from courier_gateway.queue.topology import connect_sync
 
-    client = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    client = connect_sync(settings, timeout=5)
     try:
         yield client
     finally:
@@ -121,13 +121,14 @@ def _shipment_namespace(settings: Settings, tenant: str) -> list[str]:
 
 def _stories(
     database: Database[dict[str, Any]],
-    redis: Redis | None,
+    redis: SyncRedis | None,
     settings: Settings,
     args: argparse.Namespace,
 ) -> list[KeyStory]:
     from redis.exceptions import RedisError
 
     from courier_gateway.cli.event_story import KeyStory
+    from courier_gateway.queue.layout import QueueLayout
     from courier_gateway.queue.lookups import trace_event
     from courier_gateway.store import queries
 
@@ -153,7 +154,7 @@ def _stories(
             with contextlib.suppress(RedisError, OSError):
                 trace = trace_event(
                     redis,
-                    settings.queue_stream,
+                    QueueLayout.from_settings(settings),
                     tenant=tenant,
                     idempotency_key=key,
                     event_id=event_id,

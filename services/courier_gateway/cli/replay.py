@@ -16,9 +16,8 @@ from typing import TYPE_CHECKING
 from courier_gateway.cli.parsing import UsageError, moment, positive
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
-
     from courier_gateway.config import Settings
+    from courier_gateway.queue.topology import AsyncRedis
     from courier_gateway.worker.replay import ReplayResult, Selection
 
 __all__ = ["add_arguments", "run"]
@@ -118,7 +117,7 @@ def _table(result: ReplayResult) -> str:
     )
 
 
-async def _record_summary(redis: Redis, stream: str, result: ReplayResult) -> None:
+async def _record_summary(redis: AsyncRedis, stream: str, result: ReplayResult) -> None:
     """Leave the counts where the operator reads them for the ReplayRequest status.
 
     Kept a week: long enough for any operator restart, short enough not to pile up.
@@ -135,18 +134,18 @@ async def _record_summary(redis: Redis, stream: str, result: ReplayResult) -> No
 async def _run(args: argparse.Namespace, settings: Settings) -> ReplayResult:
     # Imported here: the command line is parsed by every role, and the ingress must not load
     # prometheus-client before it has chosen its multiprocess directory.
-    from redis.asyncio import Redis
-
     from courier_gateway.cli.progress import Progress
     from courier_gateway.config.sources import load_adapters
+    from courier_gateway.queue.layout import QueueLayout
+    from courier_gateway.queue.topology import connect
     from courier_gateway.store import DeadLetterEvent, open_store
     from courier_gateway.worker.replay import replay
 
     selection = _selection(args)
-    settings.require("REDIS_URL", "MONGO_URI")
-    assert settings.redis_url is not None
+    settings.require_redis()
+    settings.require("MONGO_URI")
     store = await open_store(settings)
-    redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    redis = connect(settings, timeout=5)
     try:
         letters = DeadLetterEvent.get_pymongo_collection()
         expected = min(await letters.count_documents(selection.query()), selection.limit)
@@ -154,7 +153,8 @@ async def _run(args: argparse.Namespace, settings: Settings) -> ReplayResult:
         with Progress(f"{verb} dead letters", total=expected) as progress:
             result = await replay(
                 redis=redis,
-                stream=settings.queue_stream,
+                layout=QueueLayout.from_settings(settings),
+                min_replicas=settings.enqueue_min_replicas,
                 selection=selection,
                 request_id=args.request_id or f"replay-{uuid.uuid4().hex[:12]}",
                 rate=args.rate,

@@ -17,9 +17,20 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from courier_gateway import __version__
 from courier_gateway.config._errors import ConfigError, describe_validation_error
 
-__all__ = ["Settings"]
+__all__ = ["Settings", "parse_addresses"]
 
 _SECRET_VARIABLES = frozenset({"SIGNING_SECRET", "DOWNSTREAM_SIGNING_SECRET"})
+
+
+def parse_addresses(text: str) -> list[tuple[str, int]]:
+    """``host:port,host:port`` as pairs; ``ValueError`` naming the first bad one."""
+    addresses: list[tuple[str, int]] = []
+    for item in (part.strip() for part in text.split(",")):
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"expected host:port[,host:port...], got {item[:60]!r}")
+        addresses.append((host.strip("[]"), int(port)))
+    return addresses
 
 
 class Settings(BaseModel):
@@ -34,6 +45,17 @@ class Settings(BaseModel):
     api_host: str = Field("127.0.0.1", alias="API_HOST", min_length=1)
     api_port: Annotated[int, Field(ge=1, le=65535)] = Field(3000, alias="API_PORT")
     redis_url: str | None = Field(None, alias="REDIS_URL")
+    redis_mode: Literal["standalone", "sentinel", "cluster"] = Field(
+        "standalone", alias="REDIS_MODE"
+    )
+    redis_sentinels: str | None = Field(None, alias="REDIS_SENTINELS")
+    redis_sentinel_master: str = Field(
+        "mymaster", alias="REDIS_SENTINEL_MASTER", pattern=r"^[A-Za-z0-9._-]{1,128}$"
+    )
+    queue_partitions: Annotated[int, Field(ge=1, le=256)] = Field(1, alias="QUEUE_PARTITIONS")
+    enqueue_min_replicas: Annotated[int, Field(ge=0, le=16)] = Field(
+        0, alias="ENQUEUE_MIN_REPLICAS"
+    )
     mongo_uri: str | None = Field(None, alias="MONGO_URI")
     mongo_db: str = Field("courier_gateway", alias="MONGO_DB", pattern=r"^[A-Za-z0-9_-]{1,63}$")
     signing_secret: SecretStr | None = Field(None, alias="SIGNING_SECRET")
@@ -166,6 +188,13 @@ class Settings(BaseModel):
             raise ValueError("expected a URL starting with redis://, rediss:// or unix://")
         return value
 
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinel_addresses(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_addresses(value)
+        return value
+
     @field_validator("mongo_uri")
     @classmethod
     def _mongo_scheme(cls, value: str | None) -> str | None:
@@ -202,6 +231,26 @@ class Settings(BaseModel):
             raise ConfigError(
                 describe_validation_error(error, names=names, secret=_SECRET_VARIABLES)
             ) from None
+
+    @property
+    def sentinels(self) -> list[tuple[str, int]]:
+        """``REDIS_SENTINELS`` as (host, port) pairs (empty when unset)."""
+        return parse_addresses(self.redis_sentinels) if self.redis_sentinels else []
+
+    def require_redis(self) -> None:
+        """Raise :class:`ConfigError` unless the chosen ``REDIS_MODE`` has what it needs.
+
+        Standalone and cluster connect to ``REDIS_URL`` (in cluster mode: any node, the others
+        are discovered); sentinel mode asks ``REDIS_SENTINELS`` for the primary, and takes only
+        credentials, database and TLS from an optional ``REDIS_URL``.
+        """
+        if self.redis_mode == "sentinel":
+            if not self.redis_sentinels:
+                raise ConfigError("REDIS_SENTINELS: is required when REDIS_MODE is sentinel")
+        else:
+            self.require("REDIS_URL")
+        if self.redis_mode == "cluster" and self.redis_url and self.redis_url.startswith("unix"):
+            raise ConfigError("REDIS_URL: a Redis Cluster is reached over TCP, not a unix socket")
 
     def require(self, *variables: str) -> None:
         """Raise :class:`ConfigError` unless every named variable has a value."""

@@ -25,7 +25,7 @@ from courier_gateway.observability.logs import iso_utc
 from courier_gateway.observability.metrics import ADAPTER_ITEMS, DUPLICATES, ENQUEUED
 from courier_gateway.queue import BatchWrite, encode_event_message
 from courier_gateway.queue.intake_writer import IntakeUnavailableError
-from courier_gateway.tenancy import DEFAULT_SOURCE, hint_key
+from courier_gateway.tenancy import DEFAULT_SOURCE
 
 __all__ = ["accept_mapped", "inbound"]
 
@@ -159,8 +159,8 @@ async def _write(
         )
         batch = BatchWrite(
             messages=messages,
-            hint_keys=tuple(hint_key(source.name, r.event["idempotencyKey"]) for r in events),
-            rate_key=f"cg:ratelimit:{source.name}",
+            idempotency_keys=tuple(r.event["idempotencyKey"] for r in events),
+            tenant=source.name,
             per_second=limit.per_second if limit else 0,
             burst=limit.burst if limit else 0,
             hint_ttl=settings.dedup_hint_ttl_seconds,

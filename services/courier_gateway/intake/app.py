@@ -19,8 +19,6 @@ from types import SimpleNamespace
 from typing import Any
 
 from pymongo import AsyncMongoClient
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 from sanic import Request, Sanic
 from sanic.config import Config
 from sanic.exceptions import (
@@ -51,7 +49,8 @@ from courier_gateway.observability import (
 from courier_gateway.observability.metrics import INTAKE_REQUESTS, declare_build, prime_intake
 from courier_gateway.process import settle_garbage_collector
 from courier_gateway.queue import IntakeWriter
-from courier_gateway.queue.broker import ensure_consumer_group
+from courier_gateway.queue.layout import QueueLayout
+from courier_gateway.queue.topology import connect
 
 __all__ = ["create_app", "serve"]
 
@@ -173,20 +172,14 @@ def create_app(settings: Settings, *, name: str | None = None) -> App:
     app.blueprint(routes)
 
     async def open_clients(app: App) -> None:
-        assert settings.redis_url is not None
         timeout = settings.enqueue_timeout_ms / 1000
-        redis = Redis.from_url(
-            settings.redis_url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            health_check_interval=30,
+        redis = connect(settings, timeout=timeout, health_check_interval=30)
+        layout = QueueLayout.from_settings(settings)
+        # The partitions and their consumer groups are prepared by the first successful probe
+        # (state.probe below, or later once Redis answers).
+        writer = IntakeWriter(
+            redis, layout, timeout_seconds=timeout, min_replicas=settings.enqueue_min_replicas
         )
-        try:
-            # Created at id 0 before the first event, so no event predates the worker's group.
-            await ensure_consumer_group(redis, settings.queue_stream)
-        except (RedisError, OSError):
-            log.warning("Redis unavailable at start; the worker will create the consumer group")
-        writer = IntakeWriter(redis, settings.queue_stream, timeout_seconds=timeout)
         writer.start()
         store: AsyncMongoClient[dict[str, Any]] | None = (
             AsyncMongoClient(settings.mongo_uri, serverSelectionTimeoutMS=1000, connect=False)
@@ -194,7 +187,12 @@ def create_app(settings: Settings, *, name: str | None = None) -> App:
             else None
         )
         state = IntakeState(
-            settings=settings, keyring=keyring, redis=redis, writer=writer, store=store
+            settings=settings,
+            keyring=keyring,
+            redis=redis,
+            writer=writer,
+            layout=layout,
+            store=store,
         )
         await state.probe()
         state.start_background()
@@ -259,7 +257,7 @@ def serve(settings: Settings, *, listen_fd: int | None = None) -> int:
     ``listen_fd``: the listening socket inherited from the supervisor (several processes);
     without it the process binds ``API_HOST:API_PORT`` itself.
     """
-    settings.require("REDIS_URL")
+    settings.require_redis()
     if listen_fd is None:
         check_port_available(settings.api_host, settings.api_port)
     app = create_app(settings, name="courier-gateway")

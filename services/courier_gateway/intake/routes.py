@@ -38,7 +38,6 @@ from courier_gateway.observability.metrics import (
 )
 from courier_gateway.queue import WriteRequest, encode_event_message
 from courier_gateway.queue.intake_writer import IntakeUnavailableError
-from courier_gateway.tenancy import hint_key
 
 __all__ = ["routes"]
 
@@ -162,11 +161,12 @@ async def _accept(
                         shipment_namespace=source.shipment_namespace,
                         key_id=key_id,
                     ),
-                    rate_key=f"cg:ratelimit:{source_name}",
+                    # The authenticated source scopes the hint: no other source can make this
+                    # a duplicate.
+                    tenant=source_name,
+                    idempotency_key=event.idempotencyKey,
                     per_second=limit.per_second if limit else 0,
                     burst=limit.burst if limit else 0,
-                    # Scoped by the authenticated source: no other source can make this a duplicate.
-                    hint_key=hint_key(source_name, event.idempotencyKey),
                     hint_ttl=settings.dedup_hint_ttl_seconds,
                 )
             )

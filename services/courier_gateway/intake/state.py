@@ -14,11 +14,13 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from courier_gateway.config import KeyRing, Settings
 from courier_gateway.queue import IntakeWriter
+from courier_gateway.queue.layout import QueueLayout
+from courier_gateway.queue.registry import prepare_partitions
+from courier_gateway.queue.topology import AsyncRedis
 
 __all__ = ["Health", "IntakeState"]
 
@@ -42,11 +44,14 @@ class IntakeState:
 
     settings: Settings
     keyring: KeyRing
-    redis: Redis
+    redis: AsyncRedis
     writer: IntakeWriter
+    layout: QueueLayout
     store: Any = None  # pymongo.AsyncMongoClient, when MONGO_URI is set
     health: Health = field(default_factory=Health)
     draining: bool = False
+    #: Whether this process has recorded its partitions and their groups (done once Redis answers).
+    prepared: bool = False
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def start_background(self) -> None:
@@ -66,6 +71,10 @@ class IntakeState:
     async def probe(self) -> None:
         """Check Redis and the store once and record the result."""
         self.health.redis = await self._check(self.redis.ping())
+        if self.health.redis == "connected" and not self.prepared:
+            self.prepared = await self._check(prepare_partitions(self.redis, self.layout)) == (
+                "connected"
+            )
         if self.store is None:
             self.health.store = "not_configured"
         else:

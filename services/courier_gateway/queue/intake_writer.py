@@ -9,6 +9,18 @@ Why group commit: each request awaits its own write, but the events of concurren
 travel in one script call: one round trip, and one command to encode and parse, per batch. A
 single flusher per process sends the next batch as soon as the previous one is answered, so
 batching adds no timer delay at low load.
+
+Partitions (:mod:`~courier_gateway.queue.layout`): each event goes to the partition of its
+(source, idempotency key), one script call per partition, all in one pipeline. A script can
+only touch one slot of a cluster, so there the rate limit is decided first, by one call on the
+buckets' shared slot, and the partitions' calls follow for the requests it let through: two
+round trips instead of one. A request whose events span partitions is then all-or-none per
+partition: on a 503 some of its events may be queued, and the re-sent request finds them
+through their duplicate hints.
+
+``ENQUEUE_MIN_REPLICAS``: a ``WAIT`` follows each node's writes on the same connection, and an
+event is acknowledged only when that many replicas confirmed them; otherwise the request is
+answered 503 (the write may survive; a re-sent copy is absorbed by the hint and the ledger).
 """
 
 from __future__ import annotations
@@ -16,16 +28,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError
+
+from courier_gateway.queue.layout import Partition, QueueLayout
+from courier_gateway.queue.topology import AsyncRedis, wait_target
 
 __all__ = ["BatchWrite", "IntakeUnavailableError", "IntakeWriter", "WriteOutcome", "WriteRequest"]
 
-# One call writes a whole batch of requests. KEYS: the stream, then per request its rate-limit
-# bucket and one duplicate-hint key per event. ARGV per request: the number of events n, rate per
+# One call writes a batch of requests to one partition. KEYS: the stream, then per request its
+# rate-limit bucket (the stream itself, untouched, when the limit was decided apart) and one
+# duplicate-hint key per event. ARGV per request: the number of events n, rate per
 # second (0: none), burst, hint TTL seconds (0: none), then the n messages. A request's events
 # are decided together: the bucket gives min(n, burst) tokens or the request is limited (value:
 # seconds to wait); otherwise each event is queued (value: entry id) or a duplicate. One script
@@ -78,6 +93,33 @@ while a <= #ARGV do
 end
 return results
 """
+
+# The rate limits of a batch of requests, decided apart from the writes (partitioned layouts).
+# KEYS: one bucket per request; ARGV per request: events, rate per second, burst. The same token
+# bucket as above; the reply per request: '' (admitted) or the seconds to wait.
+_RATE_SCRIPT = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local results = {}
+for i = 1, #KEYS do
+  local count, rate = tonumber(ARGV[3 * i - 2]), tonumber(ARGV[3 * i - 1])
+  local burst = tonumber(ARGV[3 * i])
+  local bucket = KEYS[i]
+  local need = math.max(1, math.min(count, burst))
+  local state = redis.call('HMGET', bucket, 'tokens', 'at')
+  local tokens = tonumber(state[1]) or burst
+  local at = tonumber(state[2]) or now
+  tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
+  if tokens < need then
+    results[i] = tostring((need - tokens) / rate)
+  else
+    redis.call('HSET', bucket, 'tokens', tostring(tokens - need), 'at', tostring(now))
+    redis.call('PEXPIRE', bucket, math.ceil(burst / rate * 1000) + 1000)
+    results[i] = ''
+  end
+end
+return results
+"""
 _MAX_BATCH = 256
 
 
@@ -87,23 +129,24 @@ class IntakeUnavailableError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class WriteRequest:
-    """One event to write, with the keys and limits that apply to it."""
+    """One event to write: its message, who sent it, its idempotency key and its limits."""
 
     message: bytes
-    rate_key: str
+    tenant: str
+    idempotency_key: str
     per_second: float
     burst: int
-    hint_key: str
     hint_ttl: int
 
 
 @dataclass(frozen=True, slots=True)
 class BatchWrite:
-    """The events of one request: written together (all or none), rate-limited together."""
+    """The events of one request: written together (all or none per partition), rate-limited
+    together."""
 
     messages: tuple[bytes, ...]
-    hint_keys: tuple[str, ...]
-    rate_key: str
+    idempotency_keys: tuple[str, ...]
+    tenant: str
     per_second: float
     burst: int
     hint_ttl: int
@@ -113,8 +156,8 @@ class BatchWrite:
         """The batch of one event."""
         return cls(
             (request.message,),
-            (request.hint_key,),
-            request.rate_key,
+            (request.idempotency_key,),
+            request.tenant,
             request.per_second,
             request.burst,
             request.hint_ttl,
@@ -130,14 +173,48 @@ class WriteOutcome:
     retry_after: int = 0
 
 
+@dataclass(slots=True)
+class _Segment:
+    """The events of one request that go to one partition (positions in the request)."""
+
+    request: int
+    positions: list[int]
+    messages: list[bytes]
+    hint_keys: list[str]
+    hint_ttl: int
+    rate_key: str
+    per_second: float
+    burst: int
+
+
+@dataclass(slots=True)
+class _Call:
+    """One script call: segments of one partition, at most _MAX_BATCH events."""
+
+    partition: Partition
+    segments: list[_Segment] = field(default_factory=list)
+    events: int = 0
+
+
 class IntakeWriter:
     """Writes events with group commit; a write returns once Redis acknowledged its events."""
 
-    def __init__(self, redis: Redis, stream: str, *, timeout_seconds: float) -> None:
+    def __init__(
+        self,
+        redis: AsyncRedis,
+        layout: QueueLayout,
+        *,
+        timeout_seconds: float,
+        min_replicas: int = 0,
+    ) -> None:
         self._redis = redis
-        self._stream = stream
+        self._layout = layout
         self._timeout = timeout_seconds
+        self._min_replicas = min_replicas
+        # WAIT gives up a little before the request's own deadline, so its answer still counts.
+        self._wait_ms = max(1, int(timeout_seconds * 800))
         self._sha: str | None = None
+        self._rate_sha: str | None = None
         self._pending: list[tuple[BatchWrite, asyncio.Future[list[WriteOutcome]]]] = []
         self._wakeup = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
@@ -202,60 +279,181 @@ class IntakeWriter:
                 if isinstance(outcome, list):
                     future.set_result(outcome)
                 else:
-                    future.set_exception(
-                        IntakeUnavailableError(f"Redis refused the write ({outcome})")
-                    )
+                    future.set_exception(outcome)
 
     async def _send(self, batch: list[BatchWrite]) -> list[list[WriteOutcome] | Exception]:
+        results: list[list[WriteOutcome | None] | Exception] = [
+            [None] * len(request.messages) for request in batch
+        ]
+        if self._layout.tagged and any(request.per_second > 0 for request in batch):
+            for index, wait in (await self._rate_limit(batch)).items():
+                seconds = max(1, math.ceil(wait))
+                results[index] = [
+                    WriteOutcome("limited", retry_after=seconds) for _ in batch[index].messages
+                ]
+        calls = self._calls(batch, skip={i for i, r in enumerate(results) if _decided(r)})
+        replies = await self._round(calls)
+        again = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if again:
+            # A restarted or newly promoted primary lost its script cache; NOSCRIPT means the
+            # call ran nothing there, so load the script again and resend just those calls.
+            self._sha = None
+            for i, reply in zip(again, await self._round([calls[i] for i in again]), strict=True):
+                replies[i] = reply
+        for call, reply in zip(calls, replies, strict=True):
+            _distribute(batch, call, reply, results)
+        return [_settled(result) for result in results]
+
+    async def _rate_limit(self, batch: list[BatchWrite]) -> dict[int, float]:
+        """Decide the rate limits of the batch's limited requests; {index: seconds to wait}."""
+        if self._rate_sha is None:
+            self._rate_sha = str(await self._redis.script_load(_RATE_SCRIPT))
+        limited = [(i, r) for i, r in enumerate(batch) if r.per_second > 0]
+        keys = [self._layout.rate_key(request.tenant) for _, request in limited]
+        args: list[float | int] = []
+        for _, request in limited:
+            args += (len(request.messages), request.per_second, request.burst)
+        try:
+            reply = await self._redis.evalsha(self._rate_sha, len(keys), *keys, *args)
+        except NoScriptError:
+            self._rate_sha = str(await self._redis.script_load(_RATE_SCRIPT))
+            reply = await self._redis.evalsha(self._rate_sha, len(keys), *keys, *args)
+        waits: dict[int, float] = {}
+        for (index, _), value in zip(limited, reply, strict=True):
+            text = value.decode() if isinstance(value, bytes) else str(value)
+            if text:
+                waits[index] = float(text)
+        return waits
+
+    def _calls(self, batch: list[BatchWrite], *, skip: set[int]) -> list[_Call]:
+        """Group the events into script calls: by partition, at most _MAX_BATCH events each."""
+        layout = self._layout
+        open_calls: dict[int, _Call] = {}
+        calls: list[_Call] = []
+        for index, request in enumerate(batch):
+            if index in skip:
+                continue
+            by_partition: dict[int, list[int]] = {}
+            for position, key in enumerate(request.idempotency_keys):
+                partition = layout.partition_for(request.tenant, key)
+                by_partition.setdefault(partition.index, []).append(position)
+            for partition_index, positions in by_partition.items():
+                partition = layout.partitions[partition_index]
+                call = open_calls.get(partition_index)
+                if call is None or call.events + len(positions) > _MAX_BATCH:
+                    call = open_calls[partition_index] = _Call(partition)
+                    calls.append(call)
+                # Tagged: the limit was decided by _rate_limit; the stream stands in for the
+                # bucket so every key of the call stays in the partition's slot.
+                rate_key = partition.stream if layout.tagged else layout.rate_key(request.tenant)
+                per_second = 0.0 if layout.tagged else request.per_second
+                call.segments.append(
+                    _Segment(
+                        request=index,
+                        positions=positions,
+                        messages=[request.messages[p] for p in positions],
+                        hint_keys=[
+                            partition.hint_key(request.tenant, request.idempotency_keys[p])
+                            for p in positions
+                        ],
+                        hint_ttl=request.hint_ttl,
+                        rate_key=rate_key,
+                        per_second=per_second,
+                        burst=request.burst,
+                    )
+                )
+                call.events += len(positions)
+        return calls
+
+    async def _round(self, calls: list[_Call]) -> list[Any]:
+        """Send the calls in one pipeline, each node's followed by its WAIT when asked."""
+        if not calls:
+            return []
         if self._sha is None:
             self._sha = str(await self._redis.script_load(_SCRIPT))
-        chunks = _chunks(batch)
-        replies = await self._run(chunks)
-        if any(isinstance(reply, NoScriptError) for reply in replies):
-            # Redis restarted and lost its script cache; NOSCRIPT means nothing ran, so resend.
-            self._sha = str(await self._redis.script_load(_SCRIPT))
-            replies = await self._run(chunks)
-        results: list[list[WriteOutcome] | Exception] = []
-        for chunk, reply in zip(chunks, replies, strict=True):
-            if isinstance(reply, Exception):
-                results.extend([reply] * len(chunk))
-                continue
-            outcomes = [_outcome(reply[i], reply[i + 1]) for i in range(0, len(reply), 2)]
-            position = 0
-            for request in chunk:
-                count = len(request.messages)
-                results.append(outcomes[position : position + count])
-                position += count
-        return results
-
-    async def _run(self, chunks: list[list[BatchWrite]]) -> list[Any]:
-        assert self._sha is not None
         async with self._redis.pipeline(transaction=False) as pipe:
-            for chunk in chunks:
-                keys: list[str] = [self._stream]
-                args: list[bytes | float | int] = []
-                for request in chunk:
-                    keys.append(request.rate_key)
-                    keys += request.hint_keys
-                    args += (len(request.messages), request.per_second, request.burst)
-                    args.append(request.hint_ttl)
-                    args += request.messages
+            nodes: dict[str, Any] = {}
+            for call in calls:
+                keys, args = self._call_arguments(call)
                 pipe.evalsha(self._sha, len(keys), *keys, *args)
+                if self._min_replicas:
+                    node = wait_target(self._redis, call.partition.stream)
+                    nodes.setdefault(node.name if node else "", node)
+            for node in nodes.values():
+                wait_options = {"target_nodes": node} if node is not None else {}
+                pipe.execute_command("WAIT", self._min_replicas, self._wait_ms, **wait_options)
             replies: list[Any] = await pipe.execute(raise_on_error=False)
-        return replies
+        if not self._min_replicas:
+            return replies
+        written, waits = replies[: len(calls)], dict(zip(nodes, replies[len(calls) :], strict=True))
+        return [
+            self._confirmed(call, reply, waits) for call, reply in zip(calls, written, strict=True)
+        ]
+
+    def _confirmed(self, call: _Call, reply: Any, waits: dict[str, Any]) -> Any:
+        """The call's reply, or an error when too few replicas confirmed its node's writes."""
+        if isinstance(reply, Exception):
+            return reply
+        node = wait_target(self._redis, call.partition.stream)
+        replicas = waits.get(node.name if node else "")
+        if isinstance(replicas, Exception) or not isinstance(replicas, int):
+            return IntakeUnavailableError(f"Redis did not confirm replication ({replicas!r})")
+        if replicas < self._min_replicas:
+            return IntakeUnavailableError(
+                f"only {replicas} of {self._min_replicas} Redis replicas confirmed the write"
+                f" within {self._wait_ms} ms"
+            )
+        return reply
+
+    @staticmethod
+    def _call_arguments(call: _Call) -> tuple[list[str], list[Any]]:
+        keys: list[str] = [call.partition.stream]
+        args: list[Any] = []
+        for segment in call.segments:
+            keys.append(segment.rate_key)
+            keys += segment.hint_keys
+            args += (len(segment.messages), segment.per_second, segment.burst, segment.hint_ttl)
+            args += segment.messages
+        return keys, args
 
 
-def _chunks(batch: list[BatchWrite]) -> list[list[BatchWrite]]:
-    """Script calls of at most _MAX_BATCH events, never splitting one request's events."""
-    chunks: list[list[BatchWrite]] = []
-    size = 0
-    for request in batch:
-        if not chunks or size + len(request.messages) > _MAX_BATCH:
-            chunks.append([])
-            size = 0
-        chunks[-1].append(request)
-        size += len(request.messages)
-    return chunks
+def _decided(result: list[WriteOutcome | None] | Exception) -> bool:
+    return isinstance(result, Exception) or all(outcome is not None for outcome in result)
+
+
+def _distribute(
+    batch: list[BatchWrite],
+    call: _Call,
+    reply: Any,
+    results: list[list[WriteOutcome | None] | Exception],
+) -> None:
+    """Give each request of ``call`` its events' outcomes (or the call's error)."""
+    if isinstance(reply, Exception):
+        error = (
+            reply
+            if isinstance(reply, IntakeUnavailableError)
+            else IntakeUnavailableError(f"Redis refused the write ({reply})")
+        )
+        for segment in call.segments:
+            results[segment.request] = error
+        return
+    outcomes = [_outcome(reply[i], reply[i + 1]) for i in range(0, len(reply), 2)]
+    position = 0
+    for segment in call.segments:
+        slots = results[segment.request]
+        for event in segment.positions:
+            if not isinstance(slots, Exception):
+                slots[event] = outcomes[position]
+            position += 1
+
+
+def _settled(result: list[WriteOutcome | None] | Exception) -> list[WriteOutcome] | Exception:
+    if isinstance(result, Exception):
+        return result
+    settled = [outcome for outcome in result if outcome is not None]
+    if len(settled) != len(result):  # cannot happen: every event is in exactly one call
+        return IntakeUnavailableError("an event was not written")
+    return settled
 
 
 def _outcome(status_raw: bytes | str, value_raw: bytes | str) -> WriteOutcome:

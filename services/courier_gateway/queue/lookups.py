@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import orjson
-from redis import Redis
 
+from courier_gateway.queue.layout import QueueLayout
 from courier_gateway.queue.retry_schedule import retries_key
-from courier_gateway.tenancy import hint_key
+from courier_gateway.queue.topology import SyncRedis
 
 __all__ = ["QueueTrace", "trace_event"]
 
@@ -52,10 +52,12 @@ def _is_event(message: bytes, tenant: str, idempotency_key: str) -> bool:
 
 
 def trace_event(
-    redis: Redis, stream: str, *, tenant: str, idempotency_key: str, event_id: str
+    redis: SyncRedis, layout: QueueLayout, *, tenant: str, idempotency_key: str, event_id: str
 ) -> QueueTrace:
-    """Look the event up in the duplicate hint, the stream and the retry schedule."""
-    key = hint_key(tenant, idempotency_key)
+    """Look the event up in its partition: the duplicate hint, the stream, the retry schedule."""
+    partition = layout.partition_for(tenant, idempotency_key)
+    stream = partition.stream
+    key = partition.hint_key(tenant, idempotency_key)
     raw = redis.get(key)
     entry_id = raw.decode() if isinstance(raw, bytes) else None
     ttl = int(redis.ttl(key)) if entry_id else -2

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import logging
 
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from courier_gateway.observability.worker_metrics import QUEUE_LAG, RETRIES_PENDING
-from courier_gateway.queue.broker import is_missing_group
+from courier_gateway.queue.registry import is_missing_group
 from courier_gateway.queue.state import read_queue_state
+from courier_gateway.queue.topology import AsyncRedis
 
 __all__ = ["publish_queue_state", "remove_gone_consumers", "trim_acknowledged"]
 
@@ -53,7 +53,7 @@ return redis.call('XTRIM', KEYS[1], 'MINID', floor)
 """
 
 
-async def trim_acknowledged(redis: Redis, stream: str) -> int:
+async def trim_acknowledged(redis: AsyncRedis, stream: str) -> int:
     """Trim entries every group has acknowledged; return how many were removed (-1: no group)."""
     removed = int(await redis.eval(_TRIM, 1, stream))
     if removed > 0:
@@ -62,7 +62,7 @@ async def trim_acknowledged(redis: Redis, stream: str) -> int:
 
 
 async def remove_gone_consumers(
-    redis: Redis, stream: str, group: str, *, idle_ms: int
+    redis: AsyncRedis, stream: str, group: str, *, idle_ms: int
 ) -> list[str]:
     """Delete consumers idle longer than ``idle_ms`` that hold nothing pending."""
     removed: list[str] = []
@@ -84,7 +84,7 @@ async def remove_gone_consumers(
     return removed
 
 
-async def publish_queue_state(redis: Redis, stream: str) -> None:
+async def publish_queue_state(redis: AsyncRedis, stream: str) -> None:
     """Export the queue lag (undelivered and pending entries) and the retries waiting."""
     state = await read_queue_state(redis, stream)
     QUEUE_LAG.labels("undelivered").set(state.undelivered)

@@ -12,9 +12,16 @@ event waiting on a deferral (a gauge, and an alert before ``DEFER_MAX_SECONDS`` 
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
+from typing import Any
 
-__all__ = ["RetrySchedule", "deferrals_key", "retries_key"]
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
+
+from courier_gateway.queue.layout import QueueLayout
+from courier_gateway.queue.messages import tenant_of
+from courier_gateway.queue.topology import AsyncRedis, replicated
+
+__all__ = ["PartitionedSchedule", "RetrySchedule", "deferrals_key", "retries_key"]
 
 _SCHEDULE = """
 local clock = redis.call('TIME')
@@ -64,11 +71,20 @@ def deferrals_key(stream: str) -> str:
 
 
 class RetrySchedule:
-    """Schedule messages for later and move due ones onto the stream."""
+    """Schedule messages for later and move due ones onto the stream.
 
-    def __init__(self, redis: Redis, stream: str) -> None:
+    With ``min_replicas``, a scheduling write returns only once that many replicas confirmed
+    it (``WAIT``): the message it schedules is acknowledged on the stream right after, and the
+    acknowledgement must not survive a failover that the retry did not.
+    """
+
+    def __init__(
+        self, redis: AsyncRedis, stream: str, *, min_replicas: int = 0, wait_ms: int = 2000
+    ) -> None:
         self._redis = redis
         self._stream = stream
+        self._min_replicas = min_replicas
+        self._wait_ms = wait_ms
         self.key = retries_key(stream)
         self.deferrals = deferrals_key(stream)
         self._schedule = redis.register_script(_SCHEDULE)
@@ -77,14 +93,40 @@ class RetrySchedule:
 
     async def schedule(self, message: bytes, delay_seconds: float) -> None:
         """Hold ``message`` until ``delay_seconds`` from now (Redis time)."""
-        await self._schedule(keys=[self.key], args=[message, _ms(delay_seconds)])
+        await self._write([self.key], [message, _ms(delay_seconds)])
 
     async def defer(self, message: bytes, delay_seconds: float, *, first_attempt_ms: int) -> None:
         """Hold a deferred ``message`` like :meth:`schedule`, recording its first attempt."""
-        await self._schedule(
-            keys=[self.key, self.deferrals],
-            args=[message, _ms(delay_seconds), first_attempt_ms],
+        await self._write(
+            [self.key, self.deferrals], [message, _ms(delay_seconds), first_attempt_ms]
         )
+
+    async def _write(self, keys: list[str], args: list[Any]) -> None:
+        if not self._min_replicas:
+            await self._schedule(keys=keys, args=args)
+            return
+        script: AsyncScript = self._schedule
+
+        def commands(pipe: Any) -> None:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+
+        try:
+            await replicated(
+                self._redis,
+                self.key,
+                commands,
+                replicas=self._min_replicas,
+                wait_ms=self._wait_ms,
+            )
+        except NoScriptError:
+            await self._redis.script_load(script.script)
+            await replicated(
+                self._redis,
+                self.key,
+                commands,
+                replicas=self._min_replicas,
+                wait_ms=self._wait_ms,
+            )
 
     async def move_due(self, limit: int = 500) -> int:
         """Move up to ``limit`` due messages onto the stream; return how many moved."""
@@ -104,3 +146,47 @@ class RetrySchedule:
 
 def _ms(seconds: float) -> int:
     return max(0, int(seconds * 1000))
+
+
+class PartitionedSchedule:
+    """The retry schedules of every partition: a retry waits in its event's partition.
+
+    An event's retry is scheduled in the partition its (source, idempotency key) maps to, so
+    it shares the slot (and, in a cluster, the node) of the stream it returns to. The worker's
+    duties run over every stream it reads, earlier partition counts' included.
+    """
+
+    def __init__(
+        self, redis: AsyncRedis, layout: QueueLayout, *, min_replicas: int = 0, wait_ms: int = 2000
+    ) -> None:
+        self._redis = redis
+        self._layout = layout
+        self._min_replicas = min_replicas
+        self._wait_ms = wait_ms
+        self._schedules: dict[str, RetrySchedule] = {}
+
+    def of(self, stream: str) -> RetrySchedule:
+        """The schedule that feeds ``stream``."""
+        schedule = self._schedules.get(stream)
+        if schedule is None:
+            schedule = self._schedules[stream] = RetrySchedule(
+                self._redis, stream, min_replicas=self._min_replicas, wait_ms=self._wait_ms
+            )
+        return schedule
+
+    def for_event(self, envelope: dict[str, Any]) -> RetrySchedule:
+        """The schedule of the partition ``envelope``'s event belongs to."""
+        key = str(envelope["event"]["idempotencyKey"])
+        return self.of(self._layout.partition_for(tenant_of(envelope), key).stream)
+
+    async def move_due(self, streams: list[str], limit: int = 500) -> int:
+        """Move due retries of every stream in ``streams``; return how many moved."""
+        return sum([await self.of(stream).move_due(limit) for stream in streams])
+
+    async def pending(self, streams: list[str]) -> int:
+        """Retries waiting over ``streams``."""
+        return sum([await self.of(stream).pending() for stream in streams])
+
+    async def oldest_deferral_seconds(self, streams: list[str]) -> float:
+        """The age of the oldest deferred event waiting in any of ``streams`` (0: none)."""
+        return max([await self.of(stream).oldest_deferral_seconds() for stream in streams] or [0])

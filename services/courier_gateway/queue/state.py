@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
-
-from courier_gateway.queue.broker import CONSUMER_GROUP
+from courier_gateway.queue.layout import registry_key
+from courier_gateway.queue.registry import CONSUMER_GROUP
 from courier_gateway.queue.retry_schedule import retries_key
+from courier_gateway.queue.topology import AsyncRedis
 
 __all__ = [
     "QueueState",
@@ -53,17 +53,20 @@ class QueueState:
         return self.undelivered + self.pending
 
 
-async def read_queue_state(redis: Redis, stream: str) -> QueueState:
-    """Read the state of ``stream`` and its consumer group (zeros when neither exists yet)."""
-    undelivered = pending = 0
-    if await redis.exists(stream):
-        for group in await redis.xinfo_groups(stream):
-            name = group["name"].decode() if isinstance(group["name"], bytes) else group["name"]
-            if name == CONSUMER_GROUP:
-                pending = int(group["pending"])
-                lag = group.get("lag")
-                undelivered = int(lag) if lag is not None else int(await redis.xlen(stream))
-    retries = int(await redis.zcard(retries_key(stream)))
+async def read_queue_state(redis: AsyncRedis, stream: str) -> QueueState:
+    """The state of the queue ``stream``, summed over every partition it ever had.
+
+    Zeros when nothing exists yet. A queue written only by versions before the partition
+    registry is read as its one stream.
+    """
+    recorded = await redis.smembers(registry_key(stream))
+    streams = sorted(n.decode() if isinstance(n, bytes) else str(n) for n in recorded) or [stream]
+    undelivered = pending = retries = 0
+    for name in streams:
+        waiting, delivered = await _stream_lag(redis, name)
+        undelivered += waiting
+        pending += delivered
+        retries += int(await redis.zcard(retries_key(name)))
     raw = await redis.hget(state_key(stream), "deadLettersPending")
     return QueueState(
         undelivered=undelivered,
@@ -73,10 +76,23 @@ async def read_queue_state(redis: Redis, stream: str) -> QueueState:
     )
 
 
-async def publish_dead_letters_pending(redis: Redis, stream: str, count: int) -> None:
+async def _stream_lag(redis: AsyncRedis, stream: str) -> tuple[int, int]:
+    """(undelivered, pending) entries of one stream's consumer group."""
+    if not await redis.exists(stream):
+        return 0, 0
+    for group in await redis.xinfo_groups(stream):
+        name = group["name"].decode() if isinstance(group["name"], bytes) else group["name"]
+        if name == CONSUMER_GROUP:
+            lag = group.get("lag")
+            undelivered = int(lag) if lag is not None else int(await redis.xlen(stream))
+            return undelivered, int(group["pending"])
+    return 0, 0
+
+
+async def publish_dead_letters_pending(redis: AsyncRedis, stream: str, count: int) -> None:
     """Record the pending dead-letter count for readers without a store connection."""
     key = state_key(stream)
-    async with redis.pipeline(transaction=True) as pipe:
+    async with redis.pipeline(transaction=False) as pipe:
         pipe.hset(key, "deadLettersPending", count)
         pipe.expire(key, _STATE_TTL_SECONDS)
         await pipe.execute()

@@ -20,10 +20,12 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pymongo.asynchronous.collection import AsyncCollection
-from redis.asyncio import Redis
 
 from courier_gateway.adapters import AdapterRegistry, Ignored, Mapped, PayloadError
 from courier_gateway.queue import encode_message
+from courier_gateway.queue.layout import QueueLayout
+from courier_gateway.queue.messages import tenant_of
+from courier_gateway.queue.topology import AsyncRedis, replicated
 from courier_gateway.store import DeadLetterEvent
 from courier_gateway.timestamps import rfc3339
 from courier_gateway.worker.ledger import now
@@ -31,6 +33,8 @@ from courier_gateway.worker.ledger import now
 __all__ = ["ReplayResult", "Selection", "replay"]
 
 _TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
+#: How long a replayed copy may wait for ENQUEUE_MIN_REPLICAS replicas before the run stops.
+_REPLICATION_WAIT_MS = 5000
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,8 +182,9 @@ class _Run:
     """One replay run: acts on dead letters one by one, recording each outcome."""
 
     letters: AsyncCollection[dict[str, Any]]
-    redis: Redis
-    stream: str
+    redis: AsyncRedis
+    layout: QueueLayout
+    min_replicas: int
     request_id: str
     result: ReplayResult
     interval: float
@@ -254,7 +259,19 @@ class _Run:
             "traceId": letter["traceId"],
             "source": _tenant(letter),
         }
-        await self.redis.xadd(self.stream, {"data": encode_message(envelope, labels)})
+        message = encode_message(envelope, labels)
+        partition = self.layout.partition_for(
+            tenant_of(envelope), str(envelope["event"]["idempotencyKey"])
+        )
+        # The dead letter is marked replayed right after: with ENQUEUE_MIN_REPLICAS, only once
+        # replicas hold the copy, or a failover could lose the event and keep the mark.
+        await replicated(
+            self.redis,
+            partition.stream,
+            lambda pipe: pipe.xadd(partition.stream, {"data": message}),
+            replicas=self.min_replicas,
+            wait_ms=_REPLICATION_WAIT_MS,
+        )
         replays = [
             *letter.get("replays", []),
             {"requestId": self.request_id, "at": now(), "by": self.actor},
@@ -283,8 +300,8 @@ def _would(action: str, remapped: _Remapped | None) -> str:
 async def replay(
     *,
     collection: AsyncCollection[dict[str, Any]] | None = None,
-    redis: Redis,
-    stream: str,
+    redis: AsyncRedis,
+    layout: QueueLayout,
     selection: Selection,
     request_id: str,
     rate: float,
@@ -293,6 +310,7 @@ async def replay(
     on_entry: Callable[[dict[str, Any]], None] | None = None,
     adapters: AdapterRegistry | None = None,
     adapter_override: str | None = None,
+    min_replicas: int = 0,
 ) -> ReplayResult:
     """Replay (or discard) the selected dead letters at most ``rate`` per second.
 
@@ -306,7 +324,17 @@ async def replay(
         collection or DeadLetterEvent.get_pymongo_collection()
     )
     result = ReplayResult("discard" if discard else "replay", dry_run, request_id)
-    run = _Run(letters, redis, stream, request_id, result, 1.0 / rate, adapters, adapter_override)
+    run = _Run(
+        letters,
+        redis,
+        layout,
+        min_replicas,
+        request_id,
+        result,
+        1.0 / rate,
+        adapters,
+        adapter_override,
+    )
     # Oldest first: ObjectIds grow with insertion time on every MongoDB-compatible store.
     cursor = letters.find(selection.query(), sort=[("_id", 1)])
     async for letter in cursor:

@@ -35,7 +35,7 @@ from courier_gateway.dependency import Dependency
 from courier_gateway.observability.worker_metrics import RETRIES_SCHEDULED, WORKER_OUTCOMES
 from courier_gateway.queue import PROCESS_EVENT_TASK, encode_message
 from courier_gateway.queue.messages import ledger_id, tenant_of
-from courier_gateway.queue.retry_schedule import RetrySchedule
+from courier_gateway.queue.retry_schedule import PartitionedSchedule
 from courier_gateway.worker.deadletters import DeadLetters
 from courier_gateway.worker.errors import (
     STORE_UNAVAILABLE,
@@ -84,7 +84,7 @@ class RetryMiddleware(TaskiqMiddleware):
     def __init__(
         self,
         *,
-        schedule: RetrySchedule,
+        schedule: PartitionedSchedule,
         ledger: Ledger,
         dead_letters: DeadLetters,
         policy: RetryPolicy,
@@ -183,7 +183,8 @@ class RetryMiddleware(TaskiqMiddleware):
             "firstAttemptAt": first,
         }
         body = encode_message(retry, message.labels)
-        await self._redis_write(lambda: self.schedule.schedule(body, delay))
+        schedule = self.schedule.for_event(envelope)
+        await self._redis_write(lambda: schedule.schedule(body, delay))
         WORKER_OUTCOMES.labels("retried").inc()
         RETRIES_SCHEDULED.labels("retry", error.code.lower()).inc()
         _attempt_line(
@@ -213,7 +214,8 @@ class RetryMiddleware(TaskiqMiddleware):
             {**envelope, "deferrals": deferrals, "firstAttemptAt": first}, message.labels
         )
         first_ms = int(datetime.fromisoformat(first).timestamp() * 1000)
-        await self._redis_write(lambda: self.schedule.defer(body, delay, first_attempt_ms=first_ms))
+        schedule = self.schedule.for_event(envelope)
+        await self._redis_write(lambda: schedule.defer(body, delay, first_attempt_ms=first_ms))
         WORKER_OUTCOMES.labels("deferred").inc()
         RETRIES_SCHEDULED.labels("deferral", error.code.lower()).inc()
         _attempt_line(failed, outcome="deferred", delaySeconds=round(delay, 3), deferrals=deferrals)

@@ -28,7 +28,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from pymongo import AsyncMongoClient
-from redis.asyncio import Redis
 from taskiq.acks import AcknowledgeType
 
 from courier_gateway.config import ConfigError, Settings
@@ -54,13 +53,15 @@ from courier_gateway.queue.broker import (
     CourierStreamBroker,
     make_broker,
 )
+from courier_gateway.queue.layout import QueueLayout
 from courier_gateway.queue.maintenance import (
     publish_queue_state,
     remove_gone_consumers,
     trim_acknowledged,
 )
-from courier_gateway.queue.retry_schedule import RetrySchedule
+from courier_gateway.queue.retry_schedule import PartitionedSchedule
 from courier_gateway.queue.state import publish_dead_letters_pending
+from courier_gateway.queue.topology import connect, redis_variable
 from courier_gateway.store import DeadLetterEvent, open_store
 from courier_gateway.worker.deadletters import DeadLetters
 from courier_gateway.worker.downstream import Downstream
@@ -124,7 +125,6 @@ class WorkerProcess:
     """The worker's parts, wired from the settings: broker, pipeline, duties, status endpoint."""
 
     def __init__(self, settings: Settings, store: AsyncMongoClient[dict[str, Any]]) -> None:
-        assert settings.redis_url is not None
         self.settings = settings
         self.store = store
         self.worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
@@ -132,13 +132,14 @@ class WorkerProcess:
         self.lease_seconds = settings.worker_idle_timeout_ms / 1000
         self.redis_link = Dependency("redis", REDIS_UNAVAILABLE)
         self.store_link = Dependency("store", STORE_UNAVAILABLE)
-        self.redis = Redis.from_url(
-            settings.redis_url,
-            socket_timeout=5,
-            socket_connect_timeout=5,
-            health_check_interval=HEALTH_CHECK_SECONDS,
+        self.redis = connect(settings, timeout=5, health_check_interval=HEALTH_CHECK_SECONDS)
+        self.layout = QueueLayout.from_settings(settings)
+        self.schedule = PartitionedSchedule(
+            self.redis,
+            self.layout,
+            min_replicas=settings.enqueue_min_replicas,
+            wait_ms=min(settings.enqueue_timeout_ms, 4000),
         )
-        self.schedule = RetrySchedule(self.redis, settings.queue_stream)
         self.finish = asyncio.Event()
         self.status = StatusServer(
             settings.api_host, settings.worker_metrics_port, status=self.current_status
@@ -208,15 +209,15 @@ class WorkerProcess:
         return await self.store_link.call(work, patience=0)
 
     async def _move_due(self) -> None:
-        await self._on_redis(self.schedule.move_due)
+        await self._on_redis(lambda: self.schedule.move_due(self.broker.streams))
 
     async def _maintain(self) -> None:
-        stream = self.settings.queue_stream
         idle_ms = max(2 * self.settings.worker_idle_timeout_ms, 60_000)
 
         async def maintain() -> None:
-            await trim_acknowledged(self.redis, stream)
-            await remove_gone_consumers(self.redis, stream, CONSUMER_GROUP, idle_ms=idle_ms)
+            for stream in self.broker.streams:
+                await trim_acknowledged(self.redis, stream)
+                await remove_gone_consumers(self.redis, stream, CONSUMER_GROUP, idle_ms=idle_ms)
 
         await self._on_redis(maintain)
 
@@ -229,7 +230,9 @@ class WorkerProcess:
         if self.downstream is not None:
             self.downstream.publish_states()
         await self._on_redis(lambda: publish_queue_state(self.redis, stream))
-        DEFERRAL_OLDEST_AGE.set(await self._on_redis(self.schedule.oldest_deferral_seconds))
+        DEFERRAL_OLDEST_AGE.set(
+            await self._on_redis(lambda: self.schedule.oldest_deferral_seconds(self.broker.streams))
+        )
         letters = DeadLetterEvent.get_pymongo_collection()
         pending = await self._on_store(lambda: letters.count_documents({"reviewStatus": "pending"}))
         DEAD_LETTERS_PENDING.set(pending)
@@ -315,7 +318,8 @@ class WorkerProcess:
 
 async def run_worker(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT; return the exit code."""
-    settings.require("REDIS_URL", "MONGO_URI")
+    settings.require_redis()
+    settings.require("MONGO_URI")
     configure_logging(settings.log_level)
     configure_tracing("courier-gateway-worker")
     declare_build("worker")
@@ -329,7 +333,8 @@ async def run_worker(settings: Settings) -> int:
         except REDIS_UNAVAILABLE as error:
             # Not a crash of ours: one line naming the setting, like any configuration error.
             raise ConfigError(
-                f"REDIS_URL: Redis is not reachable ({type(error).__name__}: {error})"
+                f"{redis_variable(settings)}: Redis is not reachable"
+                f" ({type(error).__name__}: {error})"
             ) from None
         await worker.consume()
     finally:

@@ -1,0 +1,174 @@
+"""Which Redis the queue lives on: one server, a primary watched by Sentinel, or a Cluster.
+
+``REDIS_MODE`` picks the client, and nothing else in the gateway needs to know which one it
+got: redis-py's Sentinel client asks the sentinels for the current primary on every new
+connection (so it follows a failover), and its Cluster client routes each command by key slot
+and refreshes the slot map when a primary moves. The one place a caller must know the topology
+is ``WAIT`` (acknowledged by replicas): it has to travel on the connection that wrote, and in a
+cluster that is a connection to the node owning the key; :func:`wait_target` names that node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeAlias
+
+import redis
+import redis.cluster
+import redis.sentinel
+from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.sentinel import Sentinel
+from redis.connection import parse_url
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from courier_gateway.config import Settings
+
+__all__ = [
+    "AsyncRedis",
+    "ReplicationTimeoutError",
+    "SyncRedis",
+    "connect",
+    "connect_sync",
+    "describe",
+    "is_cluster",
+    "redis_variable",
+    "replicated",
+    "wait_target",
+]
+
+#: What :func:`connect` returns: the same commands either way, routed by slot in a cluster.
+AsyncRedis: TypeAlias = Redis | RedisCluster
+#: What :func:`connect_sync` returns (the operator-facing CLI commands are synchronous).
+SyncRedis: TypeAlias = redis.Redis | redis.cluster.RedisCluster
+
+
+def _credentials(settings: Settings) -> dict[str, Any]:
+    """Username, password, database and TLS of ``REDIS_URL``, without its host (sentinel mode)."""
+    if not settings.redis_url:
+        return {}
+    options: dict[str, Any] = parse_url(settings.redis_url)  # type: ignore[no-untyped-call]
+    kept = {k: v for k, v in options.items() if k in {"username", "password", "db"}}
+    if settings.redis_url.startswith("rediss://"):
+        kept["ssl"] = True
+    return kept
+
+
+def connect(
+    settings: Settings,
+    *,
+    timeout: float,
+    health_check_interval: int = 0,
+    max_connections: int | None = None,
+) -> AsyncRedis:
+    """An asyncio client for the configured topology (``timeout``: socket and connect, s)."""
+    settings.require_redis()
+    options: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "health_check_interval": health_check_interval,
+    }
+    if settings.redis_mode == "sentinel":
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            settings.sentinels,
+            sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout},
+        )
+        if max_connections is not None:
+            options["max_connections"] = max_connections
+        client: Redis = sentinel.master_for(
+            settings.redis_sentinel_master, **options, **_credentials(settings)
+        )
+        return client
+    assert settings.redis_url is not None
+    if settings.redis_mode == "cluster":
+        if max_connections is not None:
+            options["max_connections"] = max_connections
+        return RedisCluster.from_url(settings.redis_url, **options)
+    if max_connections is not None:
+        options["max_connections"] = max_connections
+    return Redis.from_url(settings.redis_url, **options)
+
+
+def connect_sync(settings: Settings, *, timeout: float) -> SyncRedis:
+    """A blocking client for the configured topology (for the command-line tools)."""
+    settings.require_redis()
+    options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    if settings.redis_mode == "sentinel":
+        sentinel_sync = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+            settings.sentinels,
+            sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout},
+        )
+        client: redis.Redis = sentinel_sync.master_for(  # type: ignore[no-untyped-call]
+            settings.redis_sentinel_master, **options, **_credentials(settings)
+        )
+        return client
+    assert settings.redis_url is not None
+    if settings.redis_mode == "cluster":
+        return redis.cluster.RedisCluster.from_url(settings.redis_url, **options)
+    return redis.Redis.from_url(settings.redis_url, **options)
+
+
+def is_cluster(client: AsyncRedis) -> bool:
+    """Whether ``client`` routes by slot (commands touching several keys must share one)."""
+    return isinstance(client, RedisCluster)
+
+
+def wait_target(client: AsyncRedis, key: str) -> ClusterNode | None:
+    """The node a ``WAIT`` after a write of ``key`` must go to (None: the one connection)."""
+    if isinstance(client, RedisCluster):
+        return client.get_node_from_key(key)
+    return None
+
+
+def redis_variable(settings: Settings) -> str:
+    """The variable to name when Redis cannot be reached (where the address came from)."""
+    return "REDIS_SENTINELS" if settings.redis_mode == "sentinel" else "REDIS_URL"
+
+
+def describe(settings: Settings) -> str:
+    """Where the queue is, for start-up logs and error messages (no credentials)."""
+    if settings.redis_mode == "sentinel":
+        return f"sentinel master {settings.redis_sentinel_master} via {settings.redis_sentinels}"
+    url = settings.redis_url or ""
+    host = url.split("@", 1)[-1] if "@" in url else url.split("://", 1)[-1]
+    return f"{settings.redis_mode} {host}"
+
+
+class ReplicationTimeoutError(RedisTimeoutError):
+    """Fewer replicas than asked confirmed a write in time (the write itself may survive).
+
+    A Redis timeout, so the callers that wait out an unavailable Redis treat it the same way.
+    """
+
+
+async def replicated(
+    client: AsyncRedis,
+    key: str,
+    commands: Callable[[Any], object],
+    *,
+    replicas: int,
+    wait_ms: int,
+) -> list[Any]:
+    """Run the writes ``commands`` adds to a pipeline; with ``replicas``, confirm them first.
+
+    The ``WAIT`` goes on the pipeline's connection to the node that owns ``key`` (the writes
+    must all be in its slot), and :class:`ReplicationTimeoutError` is raised when fewer than
+    ``replicas`` replicas confirmed within ``wait_ms``, or when the slot moved meanwhile.
+    Returns the replies of the writes.
+    """
+    node = wait_target(client, key)
+    async with client.pipeline(transaction=False) as pipe:
+        commands(pipe)
+        if replicas:
+            options = {"target_nodes": node} if node is not None else {}
+            pipe.execute_command("WAIT", replicas, wait_ms, **options)
+        replies: list[Any] = await pipe.execute()
+    if not replicas:
+        return replies
+    confirmed = int(replies.pop())
+    moved = node is not None and wait_target(client, key).name != node.name  # type: ignore[union-attr]
+    if confirmed < replicas or moved:
+        raise ReplicationTimeoutError(
+            f"{confirmed} of {replicas} Redis replicas confirmed the write within {wait_ms} ms"
+        )
+    return replies
