@@ -17,6 +17,7 @@ from courier_gateway.devstack.processes import free_port
 from tests.support.downstream import Downstream
 from tests.support.servers import GatewayProcess, RedisServer, StoreServer, start_gateway
 from tests.support.sources import write_sources
+from tests.support.topologies import ClusterSetup, SentinelSetup, cluster_setup, sentinel_setup
 
 StartGateway = Callable[..., GatewayProcess]
 
@@ -110,3 +111,17 @@ def ingress(
         yield process
     finally:
         process.stop(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterSetup]:
+    """A real Redis Cluster (3 primaries, 3 replicas) shared by the tests of one process."""
+    with cluster_setup(tmp_path_factory.mktemp("cluster")) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSetup]:
+    """A primary, a replica and three sentinels shared by the tests of one process."""
+    with sentinel_setup(tmp_path_factory.mktemp("sentinel")) as setup:
+        yield setup

@@ -43,7 +43,7 @@ def _run_ingress(args: argparse.Namespace) -> int:
     from courier_gateway.config import Settings, load_sources
 
     settings = Settings.from_env()
-    settings.require("REDIS_URL")
+    settings.require_redis()
     if args.listen_fd is not None:  # a server process started by the supervisor
         from courier_gateway.intake import serve
 

@@ -34,7 +34,7 @@ from typing import Any, Literal
 from redis.exceptions import NoScriptError, RedisError
 
 from courier_gateway.queue.layout import Partition, QueueLayout
-from courier_gateway.queue.topology import AsyncRedis, wait_target
+from courier_gateway.queue.topology import AsyncRedis, wait_target, writer_node
 
 __all__ = ["BatchWrite", "IntakeUnavailableError", "IntakeWriter", "WriteOutcome", "WriteRequest"]
 
@@ -375,9 +375,10 @@ class IntakeWriter:
             nodes: dict[str, Any] = {}
             for call in calls:
                 keys, args = self._call_arguments(call)
-                pipe.evalsha(self._sha, len(keys), *keys, *args)
+                # execute_command: redis-py refuses pipe.evalsha on a cluster, not the command.
+                pipe.execute_command("EVALSHA", self._sha, len(keys), *keys, *args)
                 if self._min_replicas:
-                    node = wait_target(self._redis, call.partition.stream)
+                    node = await writer_node(self._redis, call.partition.stream)
                     nodes.setdefault(node.name if node else "", node)
             for node in nodes.values():
                 wait_options = {"target_nodes": node} if node is not None else {}

@@ -108,7 +108,7 @@ class RetrySchedule:
         script: AsyncScript = self._schedule
 
         def commands(pipe: Any) -> None:
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
 
         try:
             await replicated(

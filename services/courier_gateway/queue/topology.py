@@ -35,6 +35,7 @@ __all__ = [
     "redis_variable",
     "replicated",
     "wait_target",
+    "writer_node",
 ]
 
 #: What :func:`connect` returns: the same commands either way, routed by slot in a cluster.
@@ -113,6 +114,13 @@ def is_cluster(client: AsyncRedis) -> bool:
     return isinstance(client, RedisCluster)
 
 
+async def writer_node(client: AsyncRedis, key: str) -> ClusterNode | None:
+    """:func:`wait_target`, after loading the slot map of a cluster client not used yet."""
+    if isinstance(client, RedisCluster):
+        await client.initialize()  # a no-op once the client knows the slots
+    return wait_target(client, key)
+
+
 def wait_target(client: AsyncRedis, key: str) -> ClusterNode | None:
     """The node a ``WAIT`` after a write of ``key`` must go to (None: the one connection)."""
     if isinstance(client, RedisCluster):
@@ -156,7 +164,7 @@ async def replicated(
     ``replicas`` replicas confirmed within ``wait_ms``, or when the slot moved meanwhile.
     Returns the replies of the writes.
     """
-    node = wait_target(client, key)
+    node = await writer_node(client, key) if replicas else None
     async with client.pipeline(transaction=False) as pipe:
         commands(pipe)
         if replicas:
