@@ -8,8 +8,12 @@ STAMP := $(VENV)/.installed
 RUNTIME_STAMP := $(VENV)/.installed-runtime
 LINT_PATHS := $(wildcard services operator tests loadtest)
 TEST_JOBS ?= 3
+# The end-to-end modules that `make test-cluster` runs again with the queue on a Redis Cluster.
+CLUSTER_E2E := tests/worker/test_processing.py tests/worker/test_retries.py \
+	tests/worker/test_replay.py tests/worker/test_recovery.py tests/worker/test_tenancy.py \
+	tests/queue/test_stream_maintenance.py tests/adapters/test_end_to_end.py tests/cli/test_events.py
 
-.PHONY: dev test lint format bench clean venv
+.PHONY: dev test test-cluster lint format bench clean venv
 
 $(PY):
 	@python=$$(.ci/find-python) && echo "creating $(VENV) with $$python" && "$$python" -m venv $(VENV)
@@ -46,6 +50,12 @@ test: $(STAMP)
 	@# (latency under attack, failover and restart windows) run alone afterwards.
 	$(PY) -m pytest -n $(TEST_JOBS) --dist loadfile -m "not serial"
 	$(PY) -m pytest -m serial
+
+# The same end-to-end modules with every stack's queue on a real 3+3 Redis Cluster, six
+# partitions (not part of `make test`, which runs tests/topologies/ for the cluster instead).
+test-cluster: $(STAMP)
+	@.ci/ensure-tools redis-server:redis-server
+	CG_TEST_QUEUE=cluster $(PY) -m pytest -n $(TEST_JOBS) --dist loadfile $(CLUSTER_E2E)
 
 bench: $(STAMP)
 	@.ci/ensure-tools redis-server:redis-server wrk:wrk

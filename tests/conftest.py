@@ -17,6 +17,7 @@ from courier_gateway.devstack.processes import free_port
 from tests.support.downstream import Downstream
 from tests.support.servers import GatewayProcess, RedisServer, StoreServer, start_gateway
 from tests.support.sources import write_sources
+from tests.support.stack import cluster_queue, use_cluster
 from tests.support.topologies import ClusterSetup, SentinelSetup, cluster_setup, sentinel_setup
 
 StartGateway = Callable[..., GatewayProcess]
@@ -29,6 +30,14 @@ def _no_process_left_behind() -> Iterator[None]:
     for process in leftovers:
         process.kill()
     psutil.wait_procs(leftovers, timeout=5)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _queue_on_a_cluster(request: pytest.FixtureRequest) -> None:
+    """With ``CG_TEST_QUEUE=cluster``, start the session cluster before any stack is built."""
+    if cluster_queue():
+        cluster: ClusterSetup = request.getfixturevalue("redis_cluster")
+        use_cluster(cluster.url)
 
 
 @pytest.fixture(scope="session")

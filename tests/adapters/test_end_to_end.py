@@ -111,9 +111,13 @@ def sign(
 
 
 def stream_length(env: StackEnv) -> int:
-    """Entries ever added to the stream (the worker trims what it finished, so not XLEN)."""
-    info = env.redis.client().xinfo_stream(env.env["QUEUE_STREAM"])
-    return int(info["entries-added"])
+    """Entries ever added to the queue's streams (the worker trims what it finished, so not
+    XLEN)."""
+    client = env.queue_client()
+    try:
+        return sum(int(client.xinfo_stream(s)["entries-added"]) for s in env.layout.streams)
+    finally:
+        client.close()
 
 
 def shipment(env: StackEnv, source: str, shipment_id: str) -> dict[str, Any] | None:

@@ -114,9 +114,16 @@ def operator_shell(stack: Stack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     monkeypatch.chdir(tmp_path)
     for name in [*base_env("redis://unused"), "MONGO_URI", "MONGO_DB", "SIGNING_SECRET"]:
         monkeypatch.delenv(name, raising=False)
-    env = {
-        name: stack.env.env[name] for name in ("REDIS_URL", "MONGO_URI", "MONGO_DB", "QUEUE_STREAM")
-    }
+    # Where the queue is, as the stack has it (REDIS_MODE and QUEUE_PARTITIONS on a cluster).
+    wanted = (
+        "REDIS_URL",
+        "REDIS_MODE",
+        "QUEUE_PARTITIONS",
+        "MONGO_URI",
+        "MONGO_DB",
+        "QUEUE_STREAM",
+    )
+    env = {name: stack.env.env[name] for name in wanted if name in stack.env.env}
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return env

@@ -327,8 +327,8 @@ def test_a_running_worker_keeps_the_stream_bounded(
     )
     start("ingress", stack.env)
     start("worker", stack.env, wait_ready=False)
-    redis = redis_server.client()
-    stream = stack.env["QUEUE_STREAM"]
+    redis = stack.queue_client()
+    streams = stack.layout.streams
     try:
         total = 0
         for _ in range(3):
@@ -336,11 +336,14 @@ def test_a_running_worker_keeps_the_stream_bounded(
             assert [r.status_code for r in responses] == [202] * 100
             total += 100
             assert stack.wait_terminal(total, timeout=30)
-            assert wait_for(lambda: redis.xlen(stream) <= BOUND, timeout=5), redis.xlen(stream)
-            assert redis.xinfo_stream(stream)["entries-added"] >= total
+            assert wait_for(lambda: stack.stream_length() <= BOUND, timeout=5), (
+                stack.stream_length()
+            )
+            added = sum(int(redis.xinfo_stream(s)["entries-added"]) for s in streams)
+            assert added >= total
         assert stack.count("processed_events", {"status": "processed"}) == total
         assert stack.count("active_shipments") == total
-        assert redis.xpending(stream, CONSUMER_GROUP)["pending"] == 0
+        assert stack.pending() == 0
     finally:
         redis.close()
 
@@ -355,14 +358,21 @@ def test_a_dead_consumers_messages_are_reclaimed_without_new_traffic(
     start("ingress", stack.env)  # creates the group "courier-workers" at id 0
     responses = post_events(stack.url, [event() for _ in range(5)])
     assert [r.status_code for r in responses] == [202] * 5
-    redis = redis_server.client()
-    stream = stack.env["QUEUE_STREAM"]
+    redis = stack.queue_client()
+    streams = stack.layout.streams
     try:
         # A consumer takes every message and dies: it never acknowledges any of them.
-        fetched = redis.xreadgroup(CONSUMER_GROUP, "dead-consumer", {stream: ">"}, count=100)
+        fetched = [
+            entry
+            for stream in streams
+            for _, entries in redis.xreadgroup(
+                CONSUMER_GROUP, "dead-consumer", {stream: ">"}, count=100
+            )
+            for entry in entries
+        ]
         taken_at = time.monotonic()
-        assert len(fetched[0][1]) == 5
-        assert redis.xpending(stream, CONSUMER_GROUP)["pending"] == 5
+        assert len(fetched) == 5
+        assert stack.pending() == 5
 
         worker = start("worker", stack.env, wait_ready=False)
         assert stack.wait_terminal(5, timeout=idle_timeout + MARGIN), worker.logs()[-3000:]
@@ -370,15 +380,16 @@ def test_a_dead_consumers_messages_are_reclaimed_without_new_traffic(
         # Not before the idle timeout (only a reclaim can reach them), and soon after it.
         assert idle_timeout <= elapsed <= idle_timeout + MARGIN
         assert stack.count("processed_events", {"status": "processed"}) == 5
-        assert wait_for(lambda: redis.xpending(stream, CONSUMER_GROUP)["pending"] == 0, 5)
+        assert wait_for(lambda: stack.pending() == 0, 5)
         # No new message ever arrived: the worker got them only by reclaiming.
-        assert redis.xinfo_stream(stream)["entries-added"] == 5
+        assert sum(int(redis.xinfo_stream(s)["entries-added"]) for s in streams) == 5
         assert "reclaimed unacknowledged messages" in worker.logs()
-        [dead] = [
-            c
-            for c in redis.xinfo_consumers(stream, CONSUMER_GROUP)
-            if c["name"] == b"dead-consumer"
-        ]
-        assert dead["pending"] == 0
+        for stream in streams:
+            dead = [
+                c
+                for c in redis.xinfo_consumers(stream, CONSUMER_GROUP)
+                if c["name"] in (b"dead-consumer", "dead-consumer")
+            ]
+            assert all(consumer["pending"] == 0 for consumer in dead)
     finally:
         redis.close()

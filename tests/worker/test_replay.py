@@ -88,7 +88,7 @@ def replay_json(env: dict[str, str], *args: str) -> dict[str, Any]:
 
 
 def stream_length(stack: StackEnv) -> int:
-    return int(stack.redis.client().xlen(stack.env["QUEUE_STREAM"]))
+    return stack.stream_length()
 
 
 def letters_by_event(stack: StackEnv) -> dict[str, dict[str, Any]]:

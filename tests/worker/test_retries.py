@@ -162,18 +162,15 @@ def test_pending_retry_survives_a_worker_restart(
         start("ingress", stack.env)
         worker = start("worker", stack.env, wait_ready=False)
         post_events(stack.url, [event()])
-        redis = redis_server.client()
-        retries = f"{stack.env['QUEUE_STREAM']}:retries"
-        assert wait_for(lambda: redis.zcard(retries) == 1, timeout=10)
+        assert wait_for(lambda: stack.retries_waiting() == 1, timeout=10)
         assert worker.stop() == 0
-        assert redis.zcard(retries) == 1  # held in Redis, not in the stopped process
+        assert stack.retries_waiting() == 1  # held in Redis, not in the stopped process
         start("worker", stack.env, wait_ready=False)
         assert stack.wait_terminal(1, timeout=20)
         time.sleep(1)
         assert len(downstream.requests) == 2
-        assert redis.zcard(retries) == 0
+        assert stack.retries_waiting() == 0
         [record] = stack.find("processed_events")
         assert [a["outcome"] for a in record["attempts"]] == ["retry", "processed"]
-        redis.close()
     finally:
         downstream.stop()

@@ -23,7 +23,6 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from courier_gateway.queue.layout import QueueLayout
 from courier_gateway.tenancy import scoped
 from tests.support.servers import GatewayProcess, RedisServer, StoreServer, start_gateway, wait_for
 from tests.support.signing import signed
@@ -124,10 +123,12 @@ def test_a_key_named_after_another_source_does_not_make_its_event_a_duplicate(
     assert (answer["duplicate"], answer["queued"]) == (False, True)
     assert answer["idempotencyKey"] == f"beta:evt_{suffix}"
     # Both hints exist, each under its own tenant.
-    redis = tenants.stack.redis.client()
-    (partition,) = QueueLayout("unused").partitions  # one partition: the historical keys
-    assert redis.exists(partition.hint_key("alpha", f"beta:evt_{suffix}"))
-    assert redis.exists(partition.hint_key("beta", f"beta:evt_{suffix}"))
+    redis = tenants.stack.queue_client()
+    layout = tenants.stack.layout
+    for tenant in ("alpha", "beta"):
+        key = f"beta:evt_{suffix}"
+        assert redis.exists(layout.partition_for(tenant, key).hint_key(tenant, key))
+    redis.close()
 
     record = tenants.wait_processed("beta", victim["eventId"])
     assert record["status"] == "processed"
