@@ -2,7 +2,8 @@
 
 ``render(values)`` returns the manifests a ``helm install`` would apply, parsed, with the template
 each came from. The value sets below are the configurations every chart test runs against:
-the defaults, every optional feature on, a namespaced operator, and the kind development values.
+the defaults, every optional feature on, a namespaced operator, the kind development values and
+the production example (k8s/production-values.yaml).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "courier-gateway"
 DEV_VALUES = ROOT / "k8s" / "dev-values.yaml"
+PRODUCTION_VALUES = ROOT / "k8s" / "production-values.yaml"
 RELEASE = "courier-gateway"
 NAMESPACE = "courier"
 
@@ -87,11 +89,17 @@ def dev_values() -> dict[str, Any]:
     return loaded
 
 
+def production_values() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(PRODUCTION_VALUES.read_text())
+    return loaded
+
+
 VALUE_SETS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "full": FULL_VALUES,
     "namespaced": NAMESPACED_VALUES,
     "dev": dev_values(),
+    "production": production_values(),
 }
 
 

@@ -148,9 +148,9 @@ def test_the_network_policies_admit_exactly_the_gateway_ports(render: Render) ->
     assert [rule["ports"][0]["port"] for rule in operator["ingress"]] == [8080]
     # Restricted egress: DNS, the stores, then the extra rule for the downstream.
     egress_ports = [{port["port"] for port in rule["ports"]} for rule in gateway["egress"]]
-    assert egress_ports == [{53}, {6379, 27017}, {443}]
+    assert egress_ports == [{53}, {6379, 26379, 27017}, {443}]
     operator_ports = {port["port"] for rule in operator["egress"] for port in rule["ports"]}
-    assert operator_ports == {53, 443, 6443, 6379}
+    assert operator_ports == {53, 443, 6443, 6379, 26379}  # Redis or its sentinels
 
 
 def test_egress_is_open_unless_restricted(render: Render) -> None:

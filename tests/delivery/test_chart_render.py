@@ -315,8 +315,11 @@ def test_the_gateway_spec_maps_the_values_one_to_one(render: Render) -> None:
         assert spec[key] == values[key], key
     assert spec["imagePullSecrets"] == [{"name": "registry"}]
     assert spec["redis"] == {
+        "mode": "standalone",
         "urlSecretRef": {"name": f"{RELEASE}-redis", "key": "url"},
         "stream": "courier-events",
+        "partitions": 1,
+        "minReplicas": 0,
     }
     assert spec["mongo"] == {
         "uriSecretRef": {"name": "courier-mongo", "key": "connection"},

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import celpy
 import kubernetes_validate
 import pytest
 
@@ -145,3 +146,26 @@ def test_the_pod_settings_of_the_crd_are_the_operators() -> None:
         ).image
         == "registry.example/courier-gateway:9.9.9"
     )
+
+
+def _cel_rules(node: Any, where: str = "") -> list[tuple[str, dict[str, Any]]]:
+    found: list[tuple[str, dict[str, Any]]] = []
+    if isinstance(node, dict):
+        found += [(where, rule) for rule in node.get("x-kubernetes-validations") or []]
+        for key, value in node.items():
+            if key != "x-kubernetes-validations":
+                found += _cel_rules(value, f"{where}/{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found += _cel_rules(value, f"{where}/{index}")
+    return found
+
+
+def test_every_cel_rule_compiles_and_says_what_is_wrong() -> None:
+    """A rule that does not compile makes the API server refuse the whole CRD."""
+    environment = celpy.Environment()
+    rules = [item for crd in crds() for item in _cel_rules(crd["spec"]["versions"])]
+    assert len(rules) >= 8
+    for where, rule in rules:
+        environment.compile(rule["rule"])
+        assert rule.get("message"), where

@@ -95,7 +95,8 @@ meta.helm.sh/release-namespace: {{ .Release.Namespace }}
 
 {{/*
 The Secret and key holding the Redis URL: the existing Secret, else the one the chart writes for
-the in-cluster Redis. Fails when the gateway is enabled with neither (or both).
+the in-cluster Redis. Fails when the gateway is enabled with neither (or both), except in sentinel
+mode, where the URL is optional (credentials, database and TLS only): nothing is rendered then.
 */}}
 {{- define "courier-gateway.redisSecretRef" -}}
 {{- if and .Values.redis.existingSecret .Values.redis.inCluster.enabled }}
@@ -106,8 +107,8 @@ key: {{ .Values.redis.existingSecretKey }}
 {{- else if .Values.redis.inCluster.enabled }}
 name: {{ include "courier-gateway.fullname" . }}-redis
 key: url
-{{- else }}
-{{- fail "gateway.enabled needs a Redis: set redis.existingSecret or redis.inCluster.enabled" }}
+{{- else if ne .Values.gateway.redis.mode "sentinel" }}
+{{- fail "gateway.enabled needs a Redis: set redis.existingSecret or redis.inCluster.enabled (or gateway.redis.mode sentinel with gateway.redis.sentinels)" }}
 {{- end }}
 {{- end }}
 

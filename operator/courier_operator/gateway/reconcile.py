@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
+from courier_gateway.config import ConfigError
 from courier_gateway.queue.state import QueueState, read_queue_state
+from courier_gateway.queue.topology import AsyncRedis
 from courier_operator.conditions import Condition, merge_conditions
-from courier_operator.context import OperatorContext
+from courier_operator.context import OperatorContext, QueueAddress
 from courier_operator.gateway.keys import ROTATE_ANNOTATION, KeyStatus, iso, plan_keys
 from courier_operator.gateway.scaling import ScaleDecision, decide
 from courier_operator.gateway.spec import (
@@ -48,9 +50,13 @@ from courier_operator.kube import (
 )
 from courier_operator.objects import ensure, in_sync, prune
 
-__all__ = ["read_secret_value", "reconcile"]
+__all__ = ["REDIS_ERRORS", "queue_client", "read_secret_value", "reconcile"]
 
 log = logging.getLogger(__name__)
+
+#: What reading a gateway's queue may raise when its Redis cannot answer. A Cluster client that
+#: reaches none of its nodes raises ``RedisClusterException``, which is not a ``RedisError``.
+REDIS_ERRORS: tuple[type[Exception], ...] = (RedisError, RedisClusterException, OSError)
 
 
 @dataclass
@@ -125,14 +131,35 @@ async def read_secret_value(
         return None, f"Secret {ref.name} key {ref.key!r} is not valid base64 text"
 
 
+async def queue_client(
+    ctx: OperatorContext, namespace: str, spec: GatewaySpec
+) -> tuple[AsyncRedis | None, str | None]:
+    """The operator's client for the gateway's queue, connected as its pods connect (the same
+    mode, URL, sentinels and master); or None and a message saying what is missing."""
+    redis = spec.redis
+    url: str | None = None
+    if redis.urlSecretRef is not None:
+        url, problem = await read_secret_value(ctx, namespace, redis.urlSecretRef)
+        if url is None:
+            return None, problem
+    address = QueueAddress(redis.mode, url, tuple(redis.sentinels), redis.sentinelMaster)
+    try:
+        return ctx.redis(address), None
+    except ConfigError as error:
+        return None, f"Redis settings not usable: {error}"
+
+
 async def _check_connection_secrets(
     ctx: OperatorContext, gateway: dict[str, Any], spec: GatewaySpec, observed: _Observed
 ) -> None:
     namespace = gateway["metadata"]["namespace"]
-    refs = [spec.redis.urlSecretRef, spec.mongo.uriSecretRef]
+    # The Redis URL's Secret is optional in sentinel mode.
+    refs: list[SecretKeyRef | None] = [spec.redis.urlSecretRef, spec.mongo.uriSecretRef]
     if spec.downstream.signingSecretRef is not None:
         refs.append(spec.downstream.signingSecretRef)
     for ref in refs:
+        if ref is None:
+            continue
         _, problem = await read_secret_value(ctx, namespace, ref)
         if problem:
             observed.secrets_problem = problem
@@ -185,13 +212,14 @@ async def _scale(
     now: datetime,
 ) -> None:
     namespace = gateway["metadata"]["namespace"]
-    url, problem = await read_secret_value(ctx, namespace, spec.redis.urlSecretRef)
-    if url is None:
+    redis, problem = await queue_client(ctx, namespace, spec)
+    if redis is None:
         observed.queue_problem = problem
         return
     try:
-        observed.queue = await read_queue_state(ctx.redis(url), spec.redis.stream)
-    except (RedisError, OSError) as error:
+        # Summed over every partition the queue has had (its registry), on any topology.
+        observed.queue = await read_queue_state(redis, spec.redis.stream)
+    except REDIS_ERRORS as error:
         observed.queue_problem = f"Redis unreachable: {type(error).__name__}: {error}"[:300]
         return
     scaling = (gateway.get("status") or {}).get("scaling") or {}

@@ -149,11 +149,38 @@ class WorkerSpec(_Model):
         return self
 
 
-class RedisSpec(_Model):
-    """Where the queue lives."""
+# host:port of a sentinel: a DNS name or an IP (IPv6 in brackets), a port 1-65535. No commas:
+# the list reaches the pods comma-joined (REDIS_SENTINELS).
+SENTINEL_ADDRESS = (
+    r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([-A-Za-z0-9._]*[A-Za-z0-9])?)"
+    r":([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$"
+)
 
-    urlSecretRef: SecretKeyRef  # noqa: N815
+
+class RedisSpec(_Model):
+    """Where the queue lives: one Redis, a primary watched by Sentinel, or a Redis Cluster."""
+
+    mode: Literal["standalone", "sentinel", "cluster"] = "standalone"
+    #: Required unless ``mode`` is sentinel, where it only supplies credentials, database, TLS.
+    urlSecretRef: SecretKeyRef | None = None  # noqa: N815
+    sentinels: list[Annotated[str, Field(max_length=260, pattern=SENTINEL_ADDRESS)]] = Field(
+        default_factory=list, max_length=16
+    )
+    sentinelMaster: str = Field("mymaster", pattern=r"^[A-Za-z0-9._-]{1,128}$")  # noqa: N815
     stream: str = Field("courier-events", pattern=r"^[A-Za-z0-9:._-]{1,128}$")
+    partitions: Annotated[int, Field(ge=1, le=256)] = 1
+    minReplicas: Annotated[int, Field(ge=0, le=16)] = 0  # noqa: N815
+
+    @model_validator(mode="after")
+    def _topology(self) -> RedisSpec:
+        # The CRD's CEL rules on spec.redis, in the same order and words.
+        if self.mode == "sentinel" and not self.sentinels:
+            raise ValueError("sentinels are required when mode is sentinel")
+        if self.mode != "sentinel" and self.sentinels:
+            raise ValueError("sentinels are only used when mode is sentinel")
+        if self.mode != "sentinel" and self.urlSecretRef is None:
+            raise ValueError("urlSecretRef is required unless mode is sentinel")
+        return self
 
 
 class MongoSpec(_Model):

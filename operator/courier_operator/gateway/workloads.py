@@ -31,6 +31,7 @@ __all__ = [
     "ingress_deployment",
     "pod_disruption_budget",
     "pod_security",
+    "queue_env",
     "scheduling",
     "selector_labels",
     "service",
@@ -144,6 +145,27 @@ def _secret_env(name: str, ref: SecretKeyRef) -> dict[str, Any]:
 
 def _env(pairs: dict[str, object]) -> list[dict[str, Any]]:
     return [{"name": name, "value": str(value)} for name, value in pairs.items()]
+
+
+def queue_env(spec: GatewaySpec) -> list[dict[str, Any]]:
+    """Where the queue is and how it is laid out: the same for the ingress, the worker and
+    replay Jobs (they must agree on the partitions, or events are written where none reads).
+
+    ``REDIS_SENTINELS`` and ``REDIS_SENTINEL_MASTER`` only in sentinel mode; ``REDIS_URL`` from
+    its Secret whenever one is named (in sentinel mode: credentials, database and TLS only).
+    """
+    redis = spec.redis
+    pairs: dict[str, object] = {"REDIS_MODE": redis.mode}
+    if redis.mode == "sentinel":
+        pairs["REDIS_SENTINELS"] = ",".join(redis.sentinels)
+        pairs["REDIS_SENTINEL_MASTER"] = redis.sentinelMaster
+    pairs["QUEUE_STREAM"] = redis.stream
+    pairs["QUEUE_PARTITIONS"] = redis.partitions
+    pairs["ENQUEUE_MIN_REPLICAS"] = redis.minReplicas
+    env = _env(pairs)
+    if redis.urlSecretRef is not None:
+        env.append(_secret_env("REDIS_URL", redis.urlSecretRef))
+    return env
 
 
 def _probe(path: str, port: str, *, period: int, failures: int) -> dict[str, Any]:
@@ -287,14 +309,13 @@ def ingress_deployment(gateway: dict[str, Any], spec: GatewaySpec) -> dict[str, 
                 "SIGNATURE_TOLERANCE_SECONDS": spec.signing.toleranceSeconds,
                 "MAX_BODY_BYTES": spec.ingress.maxBodyBytes,
                 "INGRESS_WORKERS": spec.ingress.processes,
-                "QUEUE_STREAM": spec.redis.stream,
                 "LOG_LEVEL": spec.logLevel,
                 # Endpoints are removed asynchronously: keep serving a moment after SIGTERM.
                 "SHUTDOWN_DELAY_SECONDS": 5,
                 "PROMETHEUS_MULTIPROC_DIR": "/tmp/metrics",  # noqa: S108
             }
         ),
-        _secret_env("REDIS_URL", spec.redis.urlSecretRef),
+        *queue_env(spec),
     ]
     container["livenessProbe"] = _probe("/health", "http", period=10, failures=3)
     container["readinessProbe"] = _probe("/ready", "http", period=5, failures=2)
@@ -337,7 +358,6 @@ def worker_deployment(gateway: dict[str, Any], spec: GatewaySpec, replicas: int)
         "WORKER_CONCURRENCY": spec.worker.concurrency,
         "WORKER_METRICS_PORT": METRICS_PORT,
         "MONGO_DB": spec.mongo.database,
-        "QUEUE_STREAM": spec.redis.stream,
         "RETRY_MAX_ATTEMPTS": spec.retry.maxAttempts,
         "RETRY_BASE_DELAY_MS": spec.retry.baseDelayMs,
         "RETRY_MAX_DELAY_MS": spec.retry.maxDelayMs,
@@ -349,7 +369,7 @@ def worker_deployment(gateway: dict[str, Any], spec: GatewaySpec, replicas: int)
         settings["DOWNSTREAM_URL"] = spec.downstream.url
     env = [
         *_env(settings),
-        _secret_env("REDIS_URL", spec.redis.urlSecretRef),
+        *queue_env(spec),
         _secret_env("MONGO_URI", spec.mongo.uriSecretRef),
         {
             "name": "WORKER_ID",

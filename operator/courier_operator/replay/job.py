@@ -18,6 +18,7 @@ from courier_operator.gateway.workloads import (
     CONTAINER_SECURITY,
     adapters_volume,
     pod_security,
+    queue_env,
     scheduling,
 )
 from courier_operator.objects import MANAGED_BY, owner_reference
@@ -133,15 +134,13 @@ def replay_job(
         # operator finds the request through the Job's owner reference.
         REQUEST_LABEL: job_name(request),
     }
-    redis_ref, mongo_ref = gateway_spec.redis.urlSecretRef, gateway_spec.mongo.uriSecretRef
+    mongo_ref = gateway_spec.mongo.uriSecretRef
     env = [
-        {"name": "QUEUE_STREAM", "value": gateway_spec.redis.stream},
+        # The gateway's queue as its pods see it: replayed copies go to the partition its
+        # workers read, confirmed by as many replicas as the ingress asks for.
+        *queue_env(gateway_spec),
         {"name": "MONGO_DB", "value": gateway_spec.mongo.database},
         {"name": "LOG_LEVEL", "value": gateway_spec.logLevel},
-        {
-            "name": "REDIS_URL",
-            "valueFrom": {"secretKeyRef": {"name": redis_ref.name, "key": redis_ref.key}},
-        },
         {
             "name": "MONGO_URI",
             "valueFrom": {"secretKeyRef": {"name": mongo_ref.name, "key": mongo_ref.key}},

@@ -12,13 +12,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-from redis.exceptions import RedisError
 
 from courier_gateway.queue.state import replay_summary_key
 from courier_operator.conditions import Condition, merge_conditions
 from courier_operator.context import OperatorContext
 from courier_operator.gateway.keys import iso
-from courier_operator.gateway.reconcile import read_secret_value
+from courier_operator.gateway.reconcile import REDIS_ERRORS, queue_client
 from courier_operator.gateway.spec import InvalidSpecError, parse_gateway_spec
 from courier_operator.kube import COURIER_GATEWAYS, JOBS, REPLAY_REQUESTS
 from courier_operator.objects import in_sync, prune
@@ -236,14 +235,14 @@ async def _summary(
         gateway_spec = parse_gateway_spec(gateway.get("spec"), default_image=ctx.default_image)
     except InvalidSpecError:
         return None, False
-    url, problem = await read_secret_value(ctx, namespace, gateway_spec.redis.urlSecretRef)
-    if url is None:
+    redis, problem = await queue_client(ctx, namespace, gateway_spec)
+    if redis is None:
         log.warning("replay summary not read: %s", problem)
         return None, False
     key = replay_summary_key(gateway_spec.redis.stream, request_id(request))
     try:
-        raw = await ctx.redis(url).get(key)
-    except (RedisError, OSError) as error:
+        raw = await redis.get(key)
+    except REDIS_ERRORS as error:
         log.warning("replay summary not read yet: %s", error)
         return None, True
     if raw is None:
