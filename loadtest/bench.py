@@ -14,7 +14,10 @@ Every scenario runs against a freshly started local stack (``loadtest/stack.py``
   Ship24 batches of 10 events (bearer), each for half the duration: requests/s, events/s and
   latency next to (b), every queued event checked on the stream;
 - adapter mapping cost: ``loadtest/adapter_cost.py`` in-process, CPU µs per event for every
-  built-in adapter's documented sample.
+  built-in adapter's documented sample;
+- (g) Redis Cluster (``loadtest/cluster.py``): intake and drain on three primaries with 1 and 6
+  queue partitions, and the intake cost of ``ENQUEUE_MIN_REPLICAS=1``; also runnable alone
+  (``python -m loadtest cluster``), appended to ``docs/benchmarks/cluster.json``.
 
 (b), (c) and (d) run ``--runs`` times each, interleaved, and are reported as medians. Every
 bench run is appended to ``docs/benchmarks/results.json``; ``docs/benchmarks.md`` shows the
@@ -43,14 +46,14 @@ from courier_gateway.config.sources import DEFAULT_SOURCE, Scheme
 from loadtest import report
 from loadtest.adapter_cost import measure as measure_adapter_cost
 from loadtest.adapter_requests import AdapterMix, generate_adapter_requests
-from loadtest.endtoend import check_stream, histogram_percentiles, wait_terminal
+from loadtest.endtoend import StreamCheck, check_stream, histogram_percentiles, wait_terminal
 from loadtest.engine import run_wrk
 from loadtest.machine import describe
 from loadtest.metrics import STORE_OPERATIONS, Scrape, scrape
-from loadtest.requests import Mix, SourceSpec, generate
+from loadtest.requests import Generated, Mix, SourceSpec, generate
 from loadtest.stack import DEFAULT_SECRET, LocalStack, bare_server
 
-__all__ = ["TARGETS", "BenchOptions", "render_markdown", "run_bench"]
+__all__ = ["TARGETS", "BenchOptions", "render_markdown", "run_bench", "run_cluster"]
 
 Result = dict[str, Any]
 
@@ -95,6 +98,12 @@ class BenchOptions:
     events_per_shipment: float = 3.0
     docs: Path = Path("docs")
     note: str | None = None
+    #: Scenario (g): seconds and rounds of each intake sub-run, backlog of each drain sub-run,
+    #: and whether ``run_bench`` runs it.
+    cluster_duration: float = 5.0
+    cluster_runs: int = 3
+    cluster_drain_events: int = 1500
+    cluster: bool = True
 
 
 def _say(message: str) -> None:
@@ -160,18 +169,39 @@ def scenario_intake(options: BenchOptions, workdir: Path, *, name: str, connecti
     with LocalStack(sources=(_SOURCE,)) as stack:
         stack.start(worker=False)
         generated = generate(_mix(options, _timed_events(options)), workdir / f"{name}.lua")
-        run = run_wrk(stack.url, generated.path, connections=connections, duration=options.duration)
+        result = intake_on(
+            stack,
+            generated,
+            name=name,
+            connections=connections,
+            duration=options.duration,
+            check=lambda queued: check_stream(stack.redis_url, stack.stream, queued),
+        )
         generated.path.unlink(missing_ok=True)
-        stream = check_stream(stack.redis_url, stack.stream, run.queued)
-        usage = stack.sampler.usage()
+    return result
+
+
+def intake_on(
+    stack: LocalStack,
+    generated: Generated,
+    *,
+    name: str,
+    connections: int,
+    duration: float,
+    check: Callable[[int], StreamCheck],
+    title: str | None = None,
+) -> Result:
+    """A timed wrk run against a started stack's intake; ``check`` counts what reached Redis."""
+    run = run_wrk(stack.url, generated.path, connections=connections, duration=duration)
+    stream = check(run.queued)
     return report.scenario_result(
         name=name,
-        title=f"{options.duration:g} s at {connections} connections, intake only",
+        title=title or f"{duration:g} s at {connections} connections, intake only",
         run=run,
         connections=connections,
         generated=generated.as_dict(),
         stream=stream,
-        usage=usage,
+        usage=stack.sampler.usage(),
     )
 
 
@@ -193,27 +223,46 @@ def scenario_bare(options: BenchOptions, requests_file: Path) -> Result:
 
 def scenario_drain(options: BenchOptions, workdir: Path) -> Result:
     """(e) a backlog accepted with no worker, then the worker started and timed to the end."""
-    count = options.drain_events
     with LocalStack(sources=(_SOURCE,)) as stack:
         stack.start(worker=False)
-        generated = generate(_mix(options, count), workdir / "e.lua")
-        run = run_wrk(stack.url, generated.path, connections=options.connections, count=count)
-        stream = check_stream(stack.redis_url, stack.stream, run.queued)
-        launched = time.monotonic()
-        stack.start_worker()
-        ready_at = datetime.now(UTC)
-        startup = time.monotonic() - launched
-        # Events done before this point are left out of the per-event figures: the metrics
-        # scrape counts them, the CPU baseline is taken right after it.
-        before = scrape(stack.worker_metrics_url)
-        stack.sampler.reset("worker")
-        e2e = wait_terminal(
-            stack.mongo_uri, stack.mongo_db, run.queued, timeout=max(600.0, count / 10)
+        return drain_on(
+            stack,
+            options,
+            workdir,
+            name="e",
+            check=lambda queued: check_stream(stack.redis_url, stack.stream, queued),
         )
-        after = scrape(stack.worker_metrics_url)
-        cpu = stack.sampler.cpu_seconds("worker")
-        e2e.histogram_ms = histogram_percentiles(before, after)
-        usage = stack.sampler.usage()
+
+
+def drain_on(
+    stack: LocalStack,
+    options: BenchOptions,
+    workdir: Path,
+    *,
+    name: str,
+    check: Callable[[int], StreamCheck],
+    count: int | None = None,
+) -> Result:
+    """Accept a backlog of ``count`` events on a stack started without its worker, then start
+    the worker and time it until every event is terminal (the figures of (e))."""
+    count = options.drain_events if count is None else count
+    generated = generate(_mix(options, count), workdir / f"{name}.lua")
+    run = run_wrk(stack.url, generated.path, connections=options.connections, count=count)
+    generated.path.unlink(missing_ok=True)
+    stream = check(run.queued)
+    launched = time.monotonic()
+    stack.start_worker()
+    ready_at = datetime.now(UTC)
+    startup = time.monotonic() - launched
+    # Events done before this point are left out of the per-event figures: the metrics
+    # scrape counts them, the CPU baseline is taken right after it.
+    before = scrape(stack.worker_metrics_url)
+    stack.sampler.reset("worker")
+    e2e = wait_terminal(stack.mongo_uri, stack.mongo_db, run.queued, timeout=max(600.0, count / 10))
+    after = scrape(stack.worker_metrics_url)
+    cpu = stack.sampler.cpu_seconds("worker")
+    e2e.histogram_ms = histogram_percentiles(before, after)
+    usage = stack.sampler.usage()
     start = e2e.first_claim or ready_at
     end = e2e.last_terminal or ready_at
     window = max((end - start).total_seconds(), 1e-6)
@@ -223,7 +272,7 @@ def scenario_drain(options: BenchOptions, workdir: Path) -> Result:
     processed = e2e.terminal
     measured = _terminal_outcomes(after) - _terminal_outcomes(before)
     return {
-        "name": "e",
+        "name": name,
         "title": f"worker drain of a {count:,}-event backlog",
         "events": count,
         "command": " ".join(run.command),
@@ -446,6 +495,11 @@ def run_bench(options: BenchOptions, *, command: str) -> Result:
         adapter_runs = _measure_adapters(options, workdir)
         _say("adapter mapping cost …")
         adapter_cost = measure_adapter_cost(2.0)
+        cluster = None
+        if options.cluster:
+            from loadtest.cluster import scenario_cluster
+
+            cluster = scenario_cluster(options, workdir, command=command)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     scenarios = {"a": original} | {
@@ -467,28 +521,57 @@ def run_bench(options: BenchOptions, *, command: str) -> Result:
         "adapterCost": adapter_cost,
         "targets": evaluate_targets(scenarios, drain, adapter_cost, adapter_runs),
     }
-    write_outputs(record, options.docs)
+    write_outputs(record, options.docs, cluster=cluster)
     return record
 
 
-def write_outputs(record: Result, docs: Path) -> None:
-    """Append ``record`` to results.json, draw the plot, and rewrite benchmarks.md."""
+def run_cluster(options: BenchOptions, *, command: str) -> Result:
+    """Run scenario (g) alone; append it to cluster.json and rewrite benchmarks.md."""
+    from loadtest.cluster import scenario_cluster
+
+    workdir = Path(tempfile.mkdtemp(prefix="loadtest-cluster-bench-"))
+    try:
+        record = scenario_cluster(options, workdir, command=command)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    write_outputs(None, options.docs, cluster=record)
+    return record
+
+
+def _append(path: Path, record: Result) -> list[Result]:
+    """Append ``record`` to the JSON list in ``path`` (written atomically); the whole list."""
+    history: list[Result] = json.loads(path.read_text()) if path.exists() else []
+    history.append(record)
+    temporary = path.with_suffix(".json.tmp")
+    temporary.write_text(json.dumps(history, indent=1, ensure_ascii=False) + "\n")
+    temporary.replace(path)
+    return history
+
+
+def _load(path: Path) -> list[Result]:
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def write_outputs(record: Result | None, docs: Path, *, cluster: Result | None = None) -> None:
+    """Append ``record`` to results.json (and ``cluster``, a (g) run, to cluster.json), draw the
+    plot, and rewrite benchmarks.md. With ``record`` None only (g) is recorded."""
     directory = docs / "benchmarks"
     directory.mkdir(parents=True, exist_ok=True)
     history_path = directory / "results.json"
-    history: list[Result] = []
-    if history_path.exists():
-        history = json.loads(history_path.read_text())
-    history.append(record)
-    temporary = history_path.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(history, indent=1, ensure_ascii=False) + "\n")
-    temporary.replace(history_path)
-    report.plot_latency(
-        record["scenarios"],
-        directory / "latency.png",
-        title=f"Latency by percentile ({record['startedAt']}, {record['machine']['nproc']} CPUs)",
-    )
-    (docs / "benchmarks.md").write_text(render_markdown(history))
+    cluster_path = directory / "cluster.json"
+    if record is not None:
+        history = _append(history_path, record)
+        report.plot_latency(
+            record["scenarios"],
+            directory / "latency.png",
+            title=(
+                f"Latency by percentile ({record['startedAt']}, {record['machine']['nproc']} CPUs)"
+            ),
+        )
+    else:
+        history = _load(history_path)
+    clusters = _append(cluster_path, cluster) if cluster is not None else _load(cluster_path)
+    (docs / "benchmarks.md").write_text(render_markdown(history, clusters))
 
 
 def _fmt(value: Any, unit: str = "") -> str:
@@ -697,8 +780,27 @@ def _history_table(history: list[Result]) -> str:
     return "\n".join(rows) + "\n"
 
 
-def render_markdown(history: list[Result]) -> str:
-    """benchmarks.md: the latest run in full, earlier runs as a history table."""
+_GENERATED = (
+    "Generated by `python -m loadtest bench` (`make bench`); do not edit by hand. Every run is"
+    " appended to [benchmarks/results.json](benchmarks/results.json); this page shows the"
+    " latest in full and the earlier ones under [Previous runs](#previous-runs). The load test"
+    " itself is described in `loadtest/__init__.py`. The Redis Cluster scenario (g) is also run"
+    " alone by `python -m loadtest cluster`; its runs are appended to"
+    " [benchmarks/cluster.json](benchmarks/cluster.json) and the latest is shown under"
+    " [Redis Cluster (g)](#redis-cluster-g)."
+)
+
+
+def render_markdown(history: list[Result], clusters: list[Result] | None = None) -> str:
+    """benchmarks.md: the latest run in full, earlier runs as a history table; then the latest
+    Redis Cluster run (g), from ``clusters`` (the records of docs/benchmarks/cluster.json)."""
+    cluster_part: list[str] = []
+    if clusters:
+        from loadtest.cluster import render_cluster
+
+        cluster_part = [render_cluster(clusters)]
+    if not history:
+        return "\n".join(["# Benchmarks", "", _GENERATED, "", *cluster_part])
     latest = history[-1]
     options = latest["options"]
     scenarios = latest["scenarios"]
@@ -707,10 +809,7 @@ def render_markdown(history: list[Result]) -> str:
     parts = [
         "# Benchmarks",
         "",
-        "Generated by `python -m loadtest bench` (`make bench`); do not edit by hand. Every run is"
-        " appended to [benchmarks/results.json](benchmarks/results.json); this page shows the"
-        " latest in full and the earlier ones under [Previous runs](#previous-runs). The load test"
-        " itself is described in `loadtest/__init__.py`.",
+        _GENERATED,
         "",
         f"## Latest run: {latest['startedAt']}"
         + (f" ({latest['note']})" if latest.get("note") else ""),
@@ -774,6 +873,7 @@ def render_markdown(history: list[Result]) -> str:
         " machine, medians of noisy runs).",
         "",
         _original_table(scenarios),
+        *cluster_part,
         "## Previous runs",
         "",
     ]

@@ -1,4 +1,4 @@
-"""The ``python -m loadtest`` command: ``run``, ``bench`` and ``generate``."""
+"""The ``python -m loadtest`` command: ``run``, ``bench``, ``cluster`` and ``generate``."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from courier_gateway.config.sources import DEFAULT_SOURCE, Scheme
 from loadtest import report
-from loadtest.bench import BenchOptions, default_command, run_bench
+from loadtest.bench import BenchOptions, default_command, run_bench, run_cluster
 from loadtest.endtoend import check_stream, histogram_percentiles, wait_terminal
 from loadtest.engine import WrkError, run_wrk
 from loadtest.metrics import scrape
@@ -174,12 +174,55 @@ def _parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--docs", type=Path, default=Path("docs"), help="where benchmarks.md goes")
     bench.add_argument("--note", help="a note shown with this run in the history")
+    _add_cluster_options(bench)
+    bench.add_argument(
+        "--no-cluster", action="store_true", help="skip the Redis Cluster scenario (g)"
+    )
+
+    cluster = commands.add_parser(
+        "cluster",
+        help="only scenario (g), Redis Cluster: updates its section of docs/benchmarks.md",
+        description="Start a 3-primary Redis Cluster and measure intake (1 vs 6 partitions,"
+        " ENQUEUE_MIN_REPLICAS 0 vs 1) and worker drain on it; append the run to"
+        " docs/benchmarks/cluster.json and rewrite docs/benchmarks.md (run from the repository"
+        " root: it uses tests/support/topologies.py).",
+    )
+    cluster.add_argument(
+        "--max-rate",
+        type=float,
+        default=_DEFAULT_MAX_RATE,
+        help="req/s the intake request list must cover",
+    )
+    cluster.add_argument(
+        "--events-per-shipment", type=float, default=3.0, help="mean events per shipment"
+    )
+    cluster.add_argument("--docs", type=Path, default=Path("docs"), help="where benchmarks.md goes")
+    cluster.add_argument("--note", help="a note shown with this run")
+    _add_cluster_options(cluster)
 
     gen = commands.add_parser("generate", help="only write a Lua request file for wrk")
     gen.add_argument("output", type=Path, help="the .lua file to write")
     gen.add_argument("--host", default="127.0.0.1:3000", help="Host header")
     _add_generator_options(gen)
     return parser
+
+
+def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cluster-duration",
+        type=float,
+        default=5.0,
+        help="seconds of each intake sub-run of (g)",
+    )
+    parser.add_argument(
+        "--cluster-runs", type=int, default=3, help="rounds of the intake sub-runs of (g) (median)"
+    )
+    parser.add_argument(
+        "--cluster-drain-events",
+        type=int,
+        default=1500,
+        help="backlog of each drain sub-run of (g)",
+    )
 
 
 def _print_summary(result: report.Result) -> None:
@@ -274,6 +317,10 @@ def _command_bench(args: argparse.Namespace, argv: list[str]) -> int:
         events_per_shipment=args.events_per_shipment,
         docs=args.docs,
         note=args.note,
+        cluster_duration=args.cluster_duration,
+        cluster_drain_events=args.cluster_drain_events,
+        cluster_runs=args.cluster_runs,
+        cluster=not args.no_cluster,
     )
     record = run_bench(options, command=default_command(argv))
     sys.stdout.write(report.results_table(record["scenarios"]))
@@ -282,6 +329,25 @@ def _command_bench(args: argparse.Namespace, argv: list[str]) -> int:
         sys.stdout.write(f"{row['what']}: {row['measured']} (target {row['target']}): {met}\n")
     sys.stdout.write(f"wrote {args.docs / 'benchmarks.md'}\n")
     return 0
+
+
+def _command_cluster(args: argparse.Namespace, argv: list[str]) -> int:
+    from loadtest.cluster import summary
+
+    options = BenchOptions(
+        max_rate=args.max_rate,
+        events_per_shipment=args.events_per_shipment,
+        docs=args.docs,
+        note=args.note,
+        cluster_duration=args.cluster_duration,
+        cluster_drain_events=args.cluster_drain_events,
+        cluster_runs=args.cluster_runs,
+    )
+    record = run_cluster(options, command=default_command(argv))
+    sys.stdout.write(summary(record))
+    sys.stdout.write(f"wrote {args.docs / 'benchmarks.md'}\n")
+    failed = sum(r["errors"] + (r["lost"] or 0) for r in [*record["intake"], *record["drain"]])
+    return 0 if failed == 0 else 1
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -301,6 +367,8 @@ def main(argv: list[str] | None = None) -> int:
             return _command_run(args)
         if args.command == "generate":
             return _command_generate(args)
+        if args.command == "cluster":
+            return _command_cluster(args, arguments)
         return _command_bench(args, arguments)
     except (WrkError, StackError) as error:
         sys.stderr.write(f"loadtest: {error}\n")

@@ -29,6 +29,7 @@ __all__ = [
     "StreamCheck",
     "check_stream",
     "histogram_percentiles",
+    "partition_lengths",
     "percentiles",
     "terminal_counts",
     "wait_terminal",
@@ -234,3 +235,12 @@ def check_stream(redis_url: str, stream: str, queued: int, *, baseline: int = 0)
     finally:
         client.close()
     return StreamCheck(queued, entries)
+
+
+def partition_lengths(cluster_url: str, streams: list[str]) -> dict[str, int]:
+    """XLEN of each partition stream on a Redis Cluster (0 for a stream never written)."""
+    client = redis.RedisCluster.from_url(cluster_url)
+    try:
+        return {stream: int(client.xlen(stream)) for stream in streams}
+    finally:
+        client.close()

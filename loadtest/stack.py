@@ -296,6 +296,9 @@ def _kill_leftovers(processes: Sequence[psutil.Process]) -> list[int]:
 class LocalStack:
     """Redis, the store, the ingress and (optionally) the worker, fresh in a temporary directory.
 
+    With ``redis_url`` no Redis is started: the gateway uses that one (a Redis Cluster seed node
+    with ``REDIS_MODE=cluster`` in ``env``), which the stack neither watches nor stops.
+
     Use as a context manager, or call :meth:`stop` in ``finally``.
     """
 
@@ -307,6 +310,7 @@ class LocalStack:
         ingress_workers: int = 2,
         env: dict[str, str] | None = None,
         keep: bool = False,
+        redis_url: str | None = None,
     ) -> None:
         self.directory = Path(tempfile.mkdtemp(prefix="loadtest-stack-"))
         self.secret = secret
@@ -322,6 +326,8 @@ class LocalStack:
         self.stream = "courier-events"
         self.leftovers: list[int] = []
         self._extra_env = dict(env or {})
+        #: An existing Redis (standalone node or cluster seed) to use instead of starting one.
+        self.external_redis = redis_url
 
     # Addresses.
     @property
@@ -331,7 +337,9 @@ class LocalStack:
 
     @property
     def redis_url(self) -> str:
-        """The private Redis."""
+        """The private Redis, or the external one given as ``redis_url``."""
+        if self.external_redis is not None:
+            return self.external_redis
         return f"redis://127.0.0.1:{self.redis_port}/0"
 
     @property
@@ -398,7 +406,8 @@ class LocalStack:
     def start(self, *, worker: bool = True) -> LocalStack:
         """Start Redis, the store, the ingress and (``worker``) the worker; wait until ready."""
         self.sampler.start()
-        self._start_redis()
+        if self.external_redis is None:
+            self._start_redis()
         self._start_store()
         self._start_ingress()
         if worker:

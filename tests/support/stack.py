@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import redis
-import redis.cluster
 from pymongo import MongoClient
 from pymongo.database import Database
+from redis import Redis
+from redis.cluster import RedisCluster
 
 from courier_gateway.devstack.processes import free_port
 from courier_gateway.queue.layout import QueueLayout
@@ -87,11 +87,11 @@ class StackEnv:
             tagged=self.env.get("REDIS_MODE") == "cluster",
         )
 
-    def queue_client(self) -> redis.Redis | redis.cluster.RedisCluster:
+    def queue_client(self) -> Redis | RedisCluster:
         """A client of the Redis the queue is on (standalone or cluster)."""
         if self.env.get("REDIS_MODE") == "cluster":
-            return redis.cluster.RedisCluster.from_url(self.env["REDIS_URL"])
-        return redis.Redis.from_url(self.env["REDIS_URL"])
+            return RedisCluster.from_url(self.env["REDIS_URL"])
+        return Redis.from_url(self.env["REDIS_URL"])
 
     def stream_length(self) -> int:
         """Entries in every partition's stream."""

@@ -13,90 +13,33 @@ courier re-sends); a 202 is a promise that must be kept.
 
 from __future__ import annotations
 
-import threading
-import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 
-import httpx
 import pytest
 
 from tests.conftest import StartGateway
+from tests.support.failover import failover_under_load
 from tests.support.servers import GatewayProcess, RedisServer, StoreServer
-from tests.support.signing import event, signed
-from tests.support.stack import SECRET, StackEnv, history
+from tests.support.stack import StackEnv, history
 from tests.support.topologies import ClusterSetup, SentinelSetup
 
 pytestmark = pytest.mark.serial
 
-RATE = 200  # requests per second offered
-THREADS = 8
 
-
-class Load:
-    """Posts fresh events at up to ``RATE``/s until stopped; remembers what got a 202."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.accepted: list[str] = []
-        self.statuses: Counter[int] = Counter()
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
-
-    def _post(self, client: httpx.Client) -> None:
-        document = event()
-        body, headers = signed(document, SECRET)
-        try:
-            status = client.post(f"{self.url}/v1/events/courier", content=body, headers=headers)
-            code = status.status_code
-        except httpx.HTTPError:
-            code = 0
-        with self.lock:
-            self.statuses[code] += 1
-            if code == 202:
-                self.accepted.append(document["eventId"])
-
-    def _run(self) -> None:
-        interval = THREADS / RATE
-        with httpx.Client(timeout=10) as client:
-            next_at = time.monotonic()
-            while not self.stop.is_set():
-                self._post(client)
-                next_at += interval
-                time.sleep(max(0.0, next_at - time.monotonic()))
-
-    def start(self) -> ThreadPoolExecutor:
-        pool = ThreadPoolExecutor(THREADS)
-        for _ in range(THREADS):
-            pool.submit(self._run)
-        return pool
-
-
-def run_failover(stack: StackEnv, kill: object, processes: list[GatewayProcess]) -> Load:
-    """Load for 3 s, ``kill()``, load 8 s more; then every 202 must become terminal."""
-    assert callable(kill)
-    load = Load(stack.url)
-    pool = load.start()
-    try:
-        time.sleep(3)
-        kill()
-        time.sleep(8)
-    finally:
-        load.stop.set()
-        pool.shutdown(wait=True)
-    assert load.statuses[202] > 300, load.statuses
-    accepted = set(load.accepted)
-    assert stack.wait_terminal(len(accepted), timeout=120), (
-        f"{stack.count('processed_events')} of {len(accepted)} accepted events are terminal"
-    )
+def run_failover(
+    stack: StackEnv, kill: Callable[[], object], processes: list[GatewayProcess]
+) -> None:
+    """Load, kill, load more; then every 202 must be terminal, once, with no restart."""
+    outcome = failover_under_load(stack, kill)
+    assert outcome.statuses[202] > 300, outcome.statuses
+    assert outcome.lost == [], f"{len(outcome.lost)} acknowledged events lost"
     records = stack.find("processed_events")
-    assert {r["eventId"] for r in records} >= accepted  # nothing acknowledged was lost
     assert Counter(r["status"] for r in records) == {"processed": len(records)}
     keys = [e["idempotencyKey"] for doc in stack.find("active_shipments") for e in history(doc)]
     assert len(keys) == len(set(keys))  # nothing applied twice
     for process in processes:  # followed the failover without a restart
         assert process.child.process.poll() is None
-    return load
 
 
 def test_sentinel_failover_under_load_loses_no_acknowledged_event(

@@ -28,10 +28,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from courier_gateway.queue.layout import Partition, QueueLayout
 from courier_gateway.queue.topology import AsyncRedis, wait_target, writer_node
@@ -121,6 +123,10 @@ end
 return results
 """
 _MAX_BATCH = 256
+#: How long a batch in flight holds the next one back before it is sent alongside (seconds).
+_STALL_SECONDS = 0.02
+#: Batches in flight at most (each holds a connection per node while it waits).
+_MAX_IN_FLIGHT = 64
 
 
 class IntakeUnavailableError(Exception):
@@ -218,6 +224,7 @@ class IntakeWriter:
         self._pending: list[tuple[BatchWrite, asyncio.Future[list[WriteOutcome]]]] = []
         self._wakeup = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
+        self._in_flight: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
         """Start the flusher task on the running loop."""
@@ -261,27 +268,50 @@ class IntakeWriter:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
+            if self._in_flight:
+                # Normally the previous batch is answered within a round trip and the next one
+                # has gathered meanwhile (group commit). A batch held up (a WAIT that cannot be
+                # met, a node failing over) must not hold every later request with it, so past
+                # a short stall the next batch goes out alongside it.
+                await asyncio.wait(self._in_flight, timeout=_STALL_SECONDS)
+                if len(self._in_flight) >= _MAX_IN_FLIGHT:
+                    await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
             batch = [(request, future) for request, future in self._pending if not future.done()]
             self._pending = []
             if not batch:
                 continue
-            try:
-                outcomes = await self._send([request for request, _ in batch])
-            except (RedisError, OSError, TimeoutError) as error:
-                failure = IntakeUnavailableError(f"Redis is unavailable ({type(error).__name__})")
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(failure)
-                continue
-            for (_, future), outcome in zip(batch, outcomes, strict=True):
-                if future.done():
-                    continue
-                if isinstance(outcome, list):
-                    future.set_result(outcome)
-                else:
-                    future.set_exception(outcome)
+            task = asyncio.get_running_loop().create_task(self._flush(batch))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
 
-    async def _send(self, batch: list[BatchWrite]) -> list[list[WriteOutcome] | Exception]:
+    async def _flush(
+        self, batch: list[tuple[BatchWrite, asyncio.Future[list[WriteOutcome]]]]
+    ) -> None:
+        """Write one batch; each request's future is settled as soon as its own writes are."""
+
+        def settle(index: int, outcome: list[WriteOutcome] | Exception) -> None:
+            future = batch[index][1]
+            if future.done():
+                return
+            if isinstance(outcome, list):
+                future.set_result(outcome)
+            else:
+                future.set_exception(outcome)
+
+        try:
+            await self._send([request for request, _ in batch], settle)
+        except (RedisError, RedisClusterException, OSError, TimeoutError) as error:
+            failure = IntakeUnavailableError(f"Redis is unavailable ({type(error).__name__})")
+            for index in range(len(batch)):
+                settle(index, failure)
+
+    async def _send(
+        self,
+        batch: list[BatchWrite],
+        settle: Callable[[int, list[WriteOutcome] | Exception], None],
+    ) -> None:
+        """Write the batch: the rate limits first when decided apart, then every node's calls
+        concurrently; ``settle(index, outcome)`` as soon as a request is decided."""
         results: list[list[WriteOutcome | None] | Exception] = [
             [None] * len(request.messages) for request in batch
         ]
@@ -291,18 +321,47 @@ class IntakeWriter:
                 results[index] = [
                     WriteOutcome("limited", retry_after=seconds) for _ in batch[index].messages
                 ]
-        calls = self._calls(batch, skip={i for i, r in enumerate(results) if _decided(r)})
+        decided = {i for i, result in enumerate(results) if _decided(result)}
+        for index in decided:
+            settle(index, _settled(results[index]))
+        calls = self._calls(batch, skip=decided)
+        if not calls:
+            return
+        if self._sha is None:
+            self._sha = str(await self._redis.script_load(_SCRIPT))
+        # How many calls each request still waits for: it is settled when that reaches 0.
+        waiting = Counter(segment.request for call in calls for segment in call.segments)
+        by_node: dict[str, list[_Call]] = {}
+        for call in calls:
+            node = await writer_node(self._redis, call.partition.stream)
+            by_node.setdefault(node.name if node else "", []).append(call)
+
+        async def write(node_calls: list[_Call]) -> None:
+            try:
+                replies = await self._write_calls(node_calls)
+            except (RedisError, RedisClusterException, OSError, TimeoutError) as error:
+                failure = IntakeUnavailableError(f"Redis is unavailable ({type(error).__name__})")
+                replies = [failure] * len(node_calls)
+            for call, reply in zip(node_calls, replies, strict=True):
+                _distribute(batch, call, reply, results)
+                for segment in call.segments:
+                    waiting[segment.request] -= 1
+                    if waiting[segment.request] == 0:
+                        settle(segment.request, _settled(results[segment.request]))
+
+        await asyncio.gather(*(write(node_calls) for node_calls in by_node.values()))
+
+    async def _write_calls(self, calls: list[_Call]) -> list[Any]:
+        """One node's calls; those refused with NOSCRIPT are sent again once reloaded."""
         replies = await self._round(calls)
         again = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if again:
             # A restarted or newly promoted primary lost its script cache; NOSCRIPT means the
             # call ran nothing there, so load the script again and resend just those calls.
-            self._sha = None
+            self._sha = str(await self._redis.script_load(_SCRIPT))
             for i, reply in zip(again, await self._round([calls[i] for i in again]), strict=True):
                 replies[i] = reply
-        for call, reply in zip(calls, replies, strict=True):
-            _distribute(batch, call, reply, results)
-        return [_settled(result) for result in results]
+        return replies
 
     async def _rate_limit(self, batch: list[BatchWrite]) -> dict[int, float]:
         """Decide the rate limits of the batch's limited requests; {index: seconds to wait}."""
@@ -367,10 +426,7 @@ class IntakeWriter:
 
     async def _round(self, calls: list[_Call]) -> list[Any]:
         """Send the calls in one pipeline, each node's followed by its WAIT when asked."""
-        if not calls:
-            return []
-        if self._sha is None:
-            self._sha = str(await self._redis.script_load(_SCRIPT))
+        assert self._sha is not None
         async with self._redis.pipeline(transaction=False) as pipe:
             nodes: dict[str, Any] = {}
             for call in calls:
@@ -397,6 +453,10 @@ class IntakeWriter:
             return reply
         node = wait_target(self._redis, call.partition.stream)
         replicas = waits.get(node.name if node else "")
+        if replicas is None:
+            return IntakeUnavailableError(
+                "the partition's primary changed before Redis confirmed replication"
+            )
         if isinstance(replicas, Exception) or not isinstance(replicas, int):
             return IntakeUnavailableError(f"Redis did not confirm replication ({replicas!r})")
         if replicas < self._min_replicas:
