@@ -23,7 +23,13 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from pymongo.errors import AutoReconnect, ConnectionFailure, NetworkTimeout
-from redis.exceptions import ClusterDownError, ReadOnlyError, SlotNotCoveredError, TryAgainError
+from redis.exceptions import (
+    ClusterDownError,
+    ReadOnlyError,
+    RedisClusterException,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -37,7 +43,8 @@ T = TypeVar("T")
 #: covers refused and reset connections that surface before redis-py wraps them (and the
 #: built-in ``TimeoutError``); ``BusyLoadingError`` (AOF loading) and Sentinel's
 #: ``MasterNotFoundError`` are ``ConnectionError``s; a cluster without a primary for a slot
-#: (mid-failover) answers ``CLUSTERDOWN`` or ``TRYAGAIN``.
+#: (mid-failover) answers ``CLUSTERDOWN`` or ``TRYAGAIN``, and a cluster client that reaches
+#: no node at all raises ``RedisClusterException`` ("cannot be connected").
 REDIS_UNAVAILABLE: tuple[type[BaseException], ...] = (
     RedisConnectionError,
     RedisTimeoutError,
@@ -45,6 +52,7 @@ REDIS_UNAVAILABLE: tuple[type[BaseException], ...] = (
     ClusterDownError,
     TryAgainError,
     SlotNotCoveredError,
+    RedisClusterException,
     OSError,
 )
 

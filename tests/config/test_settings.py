@@ -274,3 +274,16 @@ def test_from_env_never_echoes_the_signing_secret(secret: str) -> None:
     assert "got" not in message
     if secret.strip():
         assert secret.strip() not in message
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("REDIS_URL", "http://courier:hunter22@redis:6379"), ("MONGO_URI", "mongo://a:hunter22@db")],
+)
+def test_a_refused_url_is_quoted_without_its_credentials(variable: str, value: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_env({variable: value})
+    message = str(refused.value)
+    assert message.startswith(f"{variable}: ")
+    assert "hunter22" not in message
+    assert "***@" in message  # where it points is still shown

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 from pydantic import ValidationError
 
 __all__ = ["ConfigError", "describe_validation_error"]
+
+# The user-info part of a URL (``scheme://user:password@``): shown as ``***`` in messages.
+_USERINFO = re.compile(r"(?<=://)[^/@\s]*@")
 
 
 class ConfigError(Exception):
@@ -32,7 +37,8 @@ def describe_validation_error(
         message = "is required"
     got = first.get("input")
     if first["type"] != "missing" and not set(path) & secret and isinstance(got, str | int):
-        shown = str(got)
+        # A URL's credentials are never echoed, only where it points.
+        shown = _USERINFO.sub("***@", str(got))
         shown = shown if len(shown) <= 60 else shown[:57] + "..."
         message = f"{message} (got {shown!r})"
     return f"{where}: {message}"
