@@ -1,8 +1,9 @@
 """The samples under k8s/samples: valid for the API server, accepted by the operator, and whole.
 
 Custom resources are checked against the chart's CRD schemas (tests.support.crds), built-in ones
-against Kubernetes 1.30's schemas (kubernetes-validate, strict). The CRDs' CEL rules cannot run
-here, so the samples also go through the operator's own spec parsing, which repeats them. The
+against Kubernetes 1.30's schemas (kubernetes-validate, strict), the CRDs' CEL rules evaluated
+with cel-python; the samples also go through the operator's own spec parsing, which repeats
+those rules. The
 references between the samples (gateway -> Secrets and keys, ReplayRequest -> gateway) and to the
 chart's development Redis and MongoDB Services are followed; the ReplayRequest's Job arguments
 are parsed by the real `courier-gateway replay` argument parser.
@@ -98,7 +99,7 @@ def test_every_document_is_valid(doc: dict[str, Any]) -> None:
 
 
 def test_the_operator_accepts_the_gateway() -> None:
-    # The CEL rules (min <= max replicas, overlap < interval) are repeated by the operator.
+    # The CEL rules (min <= max replicas, overlap < interval) are also the operator's.
     spec = parse_gateway_spec(_one("CourierGateway")["spec"])
     assert spec.worker.minReplicas < spec.worker.maxReplicas
     schemes = {source.scheme for source in spec.signing.sources}
