@@ -288,7 +288,10 @@ def redis_down_a_minute(
             interval=0.2,
         )
         processed_at = time.monotonic()
+        # Both workers' readiness is watched until it returns (the test bounds how soon): the
+        # late event may well be processed by one before the other's next backoff step.
         wait_for(lambda: newcomer_ready.first(200, since=back) is not None, timeout=30)
+        wait_for(lambda: ready.first(200, since=back) is not None, timeout=30)
         ready.stop()
         newcomer_ready.stop()
         went_down = ready.first(503, since=down)

@@ -99,9 +99,16 @@ def _open_redis(settings: Settings) -> Iterator[SyncRedis | None]:
     if not settings.redis_url and not settings.redis_sentinels:
         yield None
         return
+    from redis.exceptions import RedisClusterException, RedisError
+
     from courier_gateway.queue.topology import connect_sync
 
-    client = connect_sync(settings, timeout=5)
+    try:
+        # A cluster client connects here already: no node answering is no queue trace.
+        client = connect_sync(settings, timeout=5)
+    except (RedisError, RedisClusterException, OSError):
+        yield None
+        return
     try:
         yield client
     finally:
@@ -125,7 +132,7 @@ def _stories(
     settings: Settings,
     args: argparse.Namespace,
 ) -> list[KeyStory]:
-    from redis.exceptions import RedisError
+    from redis.exceptions import RedisClusterException, RedisError
 
     from courier_gateway.cli.event_story import KeyStory
     from courier_gateway.queue.layout import QueueLayout
@@ -151,7 +158,7 @@ def _stories(
         )
         trace = None
         if redis is not None:
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(RedisError, RedisClusterException, OSError):
                 trace = trace_event(
                     redis,
                     QueueLayout.from_settings(settings),

@@ -70,8 +70,13 @@ class IntakeState:
 
     async def probe(self) -> None:
         """Check Redis and the store once and record the result."""
+        before = self.health.redis
         self.health.redis = await self._check(self.redis.ping())
-        if self.health.redis == "connected" and not self.prepared:
+        if self.health.redis != "connected":
+            # Redis may come back empty (restart, failover to a replica that lagged): record
+            # the partitions and their groups again once it answers.
+            self.prepared = False
+        elif not self.prepared or before != "connected":
             self.prepared = await self._check(prepare_partitions(self.redis, self.layout)) == (
                 "connected"
             )

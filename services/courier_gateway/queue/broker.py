@@ -51,6 +51,7 @@ from courier_gateway.queue.registry import (
     CONSUMER_GROUP,
     ensure_consumer_group,
     is_missing_group,
+    prepare_partitions,
     registered_streams,
 )
 from courier_gateway.queue.topology import AsyncRedis, connect
@@ -140,6 +141,9 @@ class CourierStreamBroker(RedisStreamBroker):
         the readers once it does (a worker started during an outage waits, not-ready)."""
         await AsyncBroker.startup(self)
         try:
+            # The worker records its layout too: its retries go to these streams, whichever
+            # of the ingress and the worker is rolled to a new partition count first.
+            await prepare_partitions(self.redis, self.layout)
             await self.refresh_streams()
             for stream in self.streams:
                 await ensure_consumer_group(self.redis, stream)
@@ -229,7 +233,9 @@ class CourierStreamBroker(RedisStreamBroker):
                 self.consumer_name,
                 {stream: ">"},
                 block=self.block,
-                count=self.count,
+                # The readers share one batch: a message read waits in this worker with its
+                # idle time running, so the worker holds about a batch ahead, not one per stream.
+                count=max(1, -(-(self.count or 1) // max(1, len(self.streams)))),
             )
         except ResponseError as error:
             if not is_missing_group(error):

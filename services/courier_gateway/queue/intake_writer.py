@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 from collections import Counter
 from collections.abc import Callable
@@ -40,7 +41,9 @@ from courier_gateway.queue.topology import AsyncRedis, wait_target, writer_node
 
 __all__ = ["BatchWrite", "IntakeUnavailableError", "IntakeWriter", "WriteOutcome", "WriteRequest"]
 
-# One call writes a batch of requests to one partition. KEYS: the stream, then per request its
+# One call writes a batch of requests to one partition. ARGV[1]: '1' when a duplicate must write
+# (touch its hint), so that the WAIT after it covers the original's XADD too: WAIT counts only
+# this connection's writes, and replication is in order. KEYS: the stream, then per request its
 # rate-limit bucket (the stream itself, untouched, when the limit was decided apart) and one
 # duplicate-hint key per event. ARGV per request: the number of events n, rate per
 # second (0: none), burst, hint TTL seconds (0: none), then the n messages. A request's events
@@ -51,7 +54,8 @@ __all__ = ["BatchWrite", "IntakeUnavailableError", "IntakeWriter", "WriteOutcome
 _SCRIPT = """
 local results = {}
 local now = nil
-local k, a = 2, 1
+local touch = ARGV[1] == '1'
+local k, a = 2, 2
 while a <= #ARGV do
   local count, rate = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
   local burst, ttl = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
@@ -81,6 +85,9 @@ while a <= #ARGV do
       status, value = 'limited', limited
     elseif ttl > 0 and redis.call('EXISTS', hint) == 1 then
       status = 'duplicate'
+      if touch then
+        redis.call('PEXPIRE', hint, ttl * 1000)
+      end
     else
       value = redis.call('XADD', KEYS[1], '*', 'data', message)
       if ttl > 0 then
@@ -122,6 +129,8 @@ for i = 1, #KEYS do
 end
 return results
 """
+log = logging.getLogger(__name__)
+
 _MAX_BATCH = 256
 #: How long a batch in flight holds the next one back before it is sent alongside (seconds).
 _STALL_SECONDS = 0.02
@@ -236,6 +245,9 @@ class IntakeWriter:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
+        for task in list(self._in_flight):
+            task.cancel()
+        await asyncio.gather(*self._in_flight, return_exceptions=True)
         for _, future in self._pending:
             if not future.done():
                 future.set_exception(IntakeUnavailableError("the ingress is stopping"))
@@ -302,6 +314,12 @@ class IntakeWriter:
             await self._send([request for request, _ in batch], settle)
         except (RedisError, RedisClusterException, OSError, TimeoutError) as error:
             failure = IntakeUnavailableError(f"Redis is unavailable ({type(error).__name__})")
+            for index in range(len(batch)):
+                settle(index, failure)
+        except Exception:
+            # A bug of ours must still answer every request (503), not leave it to time out.
+            log.exception("unexpected error writing a batch")
+            failure = IntakeUnavailableError("the write failed unexpectedly")
             for index in range(len(batch)):
                 settle(index, failure)
 
@@ -466,10 +484,9 @@ class IntakeWriter:
             )
         return reply
 
-    @staticmethod
-    def _call_arguments(call: _Call) -> tuple[list[str], list[Any]]:
+    def _call_arguments(self, call: _Call) -> tuple[list[str], list[Any]]:
         keys: list[str] = [call.partition.stream]
-        args: list[Any] = []
+        args: list[Any] = ["1" if self._min_replicas else "0"]
         for segment in call.segments:
             keys.append(segment.rate_key)
             keys += segment.hint_keys

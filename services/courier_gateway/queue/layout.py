@@ -10,13 +10,15 @@ the stream ``{courier-events:3}``, ``{courier-events:3}:retries``, ``…:deferra
 call, as a cluster demands. The partition of an event is a stable hash of (authenticated
 source, idempotency key), so a key's hint and its stream entry always meet. Each tag is chosen
 so the partitions' slots are spread evenly over the 16,384 slots, and with them over the
-primaries of a cluster created with equal slot ranges (``redis-cli --cluster create``).
+primaries of a cluster created with equal slot ranges (``redis-cli --cluster create``): evenly
+when the partition count is a multiple of the number of primaries (six on three, twelve on
+three or four).
 
 Rate-limit buckets of every source share one tag of their own, so one script call decides the
 limits of a whole batch of requests, whichever partitions their events then go to.
 
 Every stream ever written is recorded in a registry set, so workers also drain partitions a
-previous partition count created (see ``docs/operations``: changing the partition count).
+previous partition count created (README, "Redis topologies and partitions").
 """
 
 from __future__ import annotations

@@ -41,8 +41,15 @@ def is_missing_group(error: ResponseError) -> bool:
 
 
 async def prepare_partitions(redis: AsyncRedis, layout: QueueLayout) -> None:
-    """Record the layout's streams and create their consumer groups (idempotent)."""
+    """Record the layout's streams and create their consumer groups (idempotent).
+
+    The stream of the historical one-partition layout (``QUEUE_STREAM`` itself), written by
+    versions before the registry, is recorded too when it exists, so moving straight from them
+    to several partitions leaves nothing behind in it.
+    """
     await redis.sadd(layout.registry, *layout.streams)
+    if layout.tagged and await redis.exists(layout.stream):
+        await redis.sadd(layout.registry, layout.stream)
     for stream in layout.streams:
         # Created at id 0 before the first event, so no event predates the worker's group.
         await ensure_consumer_group(redis, stream)

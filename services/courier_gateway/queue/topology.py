@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import Sentinel
 from redis.connection import parse_url
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
 from courier_gateway.config import Settings
 
@@ -142,10 +142,11 @@ def describe(settings: Settings) -> str:
     return f"{settings.redis_mode} {host}"
 
 
-class ReplicationTimeoutError(RedisTimeoutError):
+class ReplicationTimeoutError(RedisError):
     """Fewer replicas than asked confirmed a write in time (the write itself may survive).
 
-    A Redis timeout, so the callers that wait out an unavailable Redis treat it the same way.
+    Not an unavailable Redis (the primary answered): callers decide, rather than retrying it
+    as an outage (re-running a write that did happen would only add copies).
     """
 
 
@@ -170,7 +171,12 @@ async def replicated(
         if replicas:
             options = {"target_nodes": node} if node is not None else {}
             pipe.execute_command("WAIT", replicas, wait_ms, **options)
-        replies: list[Any] = await pipe.execute()
+        # raise_on_error=False: a cluster pipeline that re-sends failed commands would drop the
+        # WAIT's target node; errors are raised below instead, the first one first.
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
     if not replicas:
         return replies
     confirmed = int(replies.pop())

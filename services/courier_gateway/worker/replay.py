@@ -33,8 +33,9 @@ from courier_gateway.worker.ledger import now
 __all__ = ["ReplayResult", "Selection", "replay"]
 
 _TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
-#: How long a replayed copy may wait for ENQUEUE_MIN_REPLICAS replicas before the run stops.
-_REPLICATION_WAIT_MS = 5000
+#: How long a replayed copy may wait for ENQUEUE_MIN_REPLICAS replicas (below the replay's 5 s
+#: socket timeout); unconfirmed, the entry is reported failed and stays pending.
+_REPLICATION_WAIT_MS = 4000
 
 
 @dataclass(frozen=True, slots=True)

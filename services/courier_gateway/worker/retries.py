@@ -36,6 +36,7 @@ from courier_gateway.observability.worker_metrics import RETRIES_SCHEDULED, WORK
 from courier_gateway.queue import PROCESS_EVENT_TASK, encode_message
 from courier_gateway.queue.messages import ledger_id, tenant_of
 from courier_gateway.queue.retry_schedule import PartitionedSchedule
+from courier_gateway.queue.topology import ReplicationTimeoutError
 from courier_gateway.worker.deadletters import DeadLetters
 from courier_gateway.worker.errors import (
     STORE_UNAVAILABLE,
@@ -261,6 +262,11 @@ class RetryMiddleware(TaskiqMiddleware):
                 await write()
             else:
                 await self.redis.call(write, patience=self.patience)
+        except ReplicationTimeoutError as error:
+            # Scheduled, but not confirmed by ENQUEUE_MIN_REPLICAS replicas: acknowledging now
+            # could lose the event in a failover, so the message stays unacknowledged and is
+            # delivered again after the idle timeout (the ledger fences the copies).
+            raise _RedisUnavailableError from error
         except Exception as error:
             if self.redis is not None and isinstance(error, self.redis.unavailable):
                 raise _RedisUnavailableError from error
