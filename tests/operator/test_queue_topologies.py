@@ -9,7 +9,6 @@ one replica and three sentinels; six cluster nodes, three primaries with a repli
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,21 +22,21 @@ from courier_operator.kube import COURIER_GATEWAYS, DEPLOYMENTS, SECRETS, KubeCl
 from tests.operator.conftest import NAMESPACE, condition, create_gateway, secret
 from tests.support.kube import eventually
 from tests.support.servers import RedisServer
-from tests.support.topologies import ClusterSetup, SentinelSetup, cluster_setup, sentinel_setup
+from tests.support.topologies import ClusterSetup, SentinelSetup
 
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.fixture(scope="module")
-def sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSetup]:
-    with sentinel_setup(tmp_path_factory.mktemp("sentinel")) as setup:
-        yield setup
+@pytest.fixture
+def sentinel(redis_sentinel: SentinelSetup) -> SentinelSetup:
+    """The session's Sentinel setup (this module only reads through it)."""
+    return redis_sentinel
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterSetup]:
-    with cluster_setup(tmp_path_factory.mktemp("cluster")) as setup:
-        yield setup
+@pytest.fixture
+def cluster(redis_cluster: ClusterSetup) -> ClusterSetup:
+    """The session's cluster (this module only writes its own keys)."""
+    return redis_cluster
 
 
 async def _fill(redis: AsyncRedis, layout: QueueLayout, counts: list[int]) -> None:

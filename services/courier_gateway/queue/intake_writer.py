@@ -41,6 +41,24 @@ from courier_gateway.queue.topology import AsyncRedis, wait_target, writer_node
 
 __all__ = ["BatchWrite", "IntakeUnavailableError", "IntakeWriter", "WriteOutcome", "WriteRequest"]
 
+# The token bucket both scripts use: take min(count, burst) tokens (at least one) from
+# ``bucket`` at ``rate`` per second, or return the seconds to wait (as text) and take nothing.
+_BUCKET_LUA = """
+local function take(bucket, count, rate, burst, now)
+  local need = math.max(1, math.min(count, burst))
+  local state = redis.call('HMGET', bucket, 'tokens', 'at')
+  local tokens = tonumber(state[1]) or burst
+  local at = tonumber(state[2]) or now
+  tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
+  if tokens < need then
+    return tostring((need - tokens) / rate)
+  end
+  redis.call('HSET', bucket, 'tokens', tostring(tokens - need), 'at', tostring(now))
+  redis.call('PEXPIRE', bucket, math.ceil(burst / rate * 1000) + 1000)
+  return nil
+end
+"""
+
 # One call writes a batch of requests to one partition. ARGV[1]: '1' when a duplicate must write
 # (touch its hint), so that the WAIT after it covers the original's XADD too: WAIT counts only
 # this connection's writes, and replication is in order. KEYS: the stream, then per request its
@@ -51,7 +69,9 @@ __all__ = ["BatchWrite", "IntakeUnavailableError", "IntakeWriter", "WriteOutcome
 # seconds to wait); otherwise each event is queued (value: entry id) or a duplicate. One script
 # call runs atomically, and Redis refuses a script for memory before its first write, never
 # between two, so a request's events are all on the stream or none is.
-_SCRIPT = """
+_SCRIPT = (
+    _BUCKET_LUA
+    + """
 local results = {}
 local now = nil
 local touch = ARGV[1] == '1'
@@ -66,17 +86,7 @@ while a <= #ARGV do
       local clock = redis.call('TIME')
       now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
     end
-    local need = math.max(1, math.min(count, burst))
-    local state = redis.call('HMGET', bucket, 'tokens', 'at')
-    local tokens = tonumber(state[1]) or burst
-    local at = tonumber(state[2]) or now
-    tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
-    if tokens < need then
-      limited = tostring((need - tokens) / rate)
-    else
-      redis.call('HSET', bucket, 'tokens', tostring(tokens - need), 'at', tostring(now))
-      redis.call('PEXPIRE', bucket, math.ceil(burst / rate * 1000) + 1000)
-    end
+    limited = take(bucket, count, rate, burst, now)
   end
   for j = 1, count do
     local hint, message = KEYS[k + j], ARGV[a + 3 + j]
@@ -102,33 +112,25 @@ while a <= #ARGV do
 end
 return results
 """
+)
 
 # The rate limits of a batch of requests, decided apart from the writes (partitioned layouts).
 # KEYS: one bucket per request; ARGV per request: events, rate per second, burst. The same token
 # bucket as above; the reply per request: '' (admitted) or the seconds to wait.
-_RATE_SCRIPT = """
+_RATE_SCRIPT = (
+    _BUCKET_LUA
+    + """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local results = {}
 for i = 1, #KEYS do
   local count, rate = tonumber(ARGV[3 * i - 2]), tonumber(ARGV[3 * i - 1])
   local burst = tonumber(ARGV[3 * i])
-  local bucket = KEYS[i]
-  local need = math.max(1, math.min(count, burst))
-  local state = redis.call('HMGET', bucket, 'tokens', 'at')
-  local tokens = tonumber(state[1]) or burst
-  local at = tonumber(state[2]) or now
-  tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
-  if tokens < need then
-    results[i] = tostring((need - tokens) / rate)
-  else
-    redis.call('HSET', bucket, 'tokens', tostring(tokens - need), 'at', tostring(now))
-    redis.call('PEXPIRE', bucket, math.ceil(burst / rate * 1000) + 1000)
-    results[i] = ''
-  end
+  results[i] = take(KEYS[i], count, rate, burst, now) or ''
 end
 return results
 """
+)
 log = logging.getLogger(__name__)
 
 _MAX_BATCH = 256

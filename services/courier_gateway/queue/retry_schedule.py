@@ -110,23 +110,21 @@ class RetrySchedule:
         def commands(pipe: Any) -> None:
             pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
 
-        try:
-            await replicated(
-                self._redis,
-                self.key,
-                commands,
-                replicas=self._min_replicas,
-                wait_ms=self._wait_ms,
-            )
-        except NoScriptError:
-            await self._redis.script_load(script.script)
-            await replicated(
-                self._redis,
-                self.key,
-                commands,
-                replicas=self._min_replicas,
-                wait_ms=self._wait_ms,
-            )
+        for attempt in (1, 2):
+            try:
+                await replicated(
+                    self._redis,
+                    self.key,
+                    commands,
+                    replicas=self._min_replicas,
+                    wait_ms=self._wait_ms,
+                )
+                return
+            except NoScriptError:
+                # A restarted or promoted primary lost its script cache; NOSCRIPT ran nothing.
+                if attempt == 2:
+                    raise
+                await self._redis.script_load(script.script)
 
     async def move_due(self, limit: int = 500) -> int:
         """Move up to ``limit`` due messages onto the stream; return how many moved."""
