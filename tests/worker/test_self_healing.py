@@ -243,6 +243,17 @@ class RedisDown:
     newcomer_problems: list[dict[str, Any]]
 
 
+def _has_group(server: RedisServer, stream: str) -> bool:
+    client = server.client()
+    try:
+        return any(
+            group["name"] in (b"courier-workers", "courier-workers")
+            for group in client.xinfo_groups(stream)
+        )
+    finally:
+        client.close()
+
+
 def redis_down_a_minute(
     redis_server: RedisServer, store_server: StoreServer, directory: Path
 ) -> RedisDown:
@@ -311,11 +322,9 @@ def redis_down_a_minute(
                 if line["msg"] == "dependency unreachable; retrying with backoff"
                 and line.get("dependency") == "redis"
             ),
-            # Whichever worker reads first after the restart recreates the group.
-            group_recreated=any(
-                line["msg"] == "consumer group missing; recreating it"
-                for line in [*lines, *log_lines(newcomer)]
-            ),
+            # Redis came back empty: whoever reaches it first (the ingress's probe, or a worker
+            # whose read finds the group missing) recreates the group, at id 0.
+            group_recreated=_has_group(redis, stack.env["QUEUE_STREAM"]),
             worker_problems=problems_in(lines),
             processed=stack.count("processed_events", {"status": "processed"}),
             newcomer_alive=newcomer_alive,
