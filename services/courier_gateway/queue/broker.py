@@ -145,7 +145,7 @@ class CourierStreamBroker(RedisStreamBroker):
             # of the ingress and the worker is rolled to a new partition count first.
             await prepare_partitions(self.redis, self.layout)
             await self.refresh_streams()
-            for stream in self.streams:
+            for stream in self.streams[len(self.layout.streams) :]:  # earlier partitions
                 await ensure_consumer_group(self.redis, stream)
         except REDIS_UNAVAILABLE as error:
             self.link.failed(error)

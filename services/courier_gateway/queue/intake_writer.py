@@ -37,7 +37,12 @@ from typing import Any, Literal
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from courier_gateway.queue.layout import Partition, QueueLayout
-from courier_gateway.queue.topology import AsyncRedis, wait_target, writer_node
+from courier_gateway.queue.topology import (
+    AsyncRedis,
+    ReplicationTimeoutError,
+    replicated,
+    writer_node,
+)
 
 __all__ = ["BatchWrite", "IntakeUnavailableError", "IntakeWriter", "WriteOutcome", "WriteRequest"]
 
@@ -445,46 +450,27 @@ class IntakeWriter:
         return calls
 
     async def _round(self, calls: list[_Call]) -> list[Any]:
-        """Send the calls in one pipeline, each node's followed by its WAIT when asked."""
-        assert self._sha is not None
-        async with self._redis.pipeline(transaction=False) as pipe:
-            nodes: dict[str, Any] = {}
+        """Send one node's calls in one pipeline, followed by its WAIT when asked."""
+        sha = self._sha
+        assert sha is not None
+
+        def commands(pipe: Any) -> None:
             for call in calls:
                 keys, args = self._call_arguments(call)
                 # execute_command: redis-py refuses pipe.evalsha on a cluster, not the command.
-                pipe.execute_command("EVALSHA", self._sha, len(keys), *keys, *args)
-                if self._min_replicas:
-                    node = await writer_node(self._redis, call.partition.stream)
-                    nodes.setdefault(node.name if node else "", node)
-            for node in nodes.values():
-                wait_options = {"target_nodes": node} if node is not None else {}
-                pipe.execute_command("WAIT", self._min_replicas, self._wait_ms, **wait_options)
-            replies: list[Any] = await pipe.execute(raise_on_error=False)
-        if not self._min_replicas:
-            return replies
-        written, waits = replies[: len(calls)], dict(zip(nodes, replies[len(calls) :], strict=True))
-        return [
-            self._confirmed(call, reply, waits) for call, reply in zip(calls, written, strict=True)
-        ]
+                pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
 
-    def _confirmed(self, call: _Call, reply: Any, waits: dict[str, Any]) -> Any:
-        """The call's reply, or an error when too few replicas confirmed its node's writes."""
-        if isinstance(reply, Exception):
-            return reply
-        node = wait_target(self._redis, call.partition.stream)
-        replicas = waits.get(node.name if node else "")
-        if replicas is None:
-            return IntakeUnavailableError(
-                "the partition's primary changed before Redis confirmed replication"
+        try:
+            return await replicated(
+                self._redis,
+                [call.partition.stream for call in calls],
+                commands,
+                replicas=self._min_replicas,
+                wait_ms=self._wait_ms,
+                raise_on_error=False,
             )
-        if isinstance(replicas, Exception) or not isinstance(replicas, int):
-            return IntakeUnavailableError(f"Redis did not confirm replication ({replicas!r})")
-        if replicas < self._min_replicas:
-            return IntakeUnavailableError(
-                f"only {replicas} of {self._min_replicas} Redis replicas confirmed the write"
-                f" within {self._wait_ms} ms"
-            )
-        return reply
+        except ReplicationTimeoutError as error:
+            return [IntakeUnavailableError(str(error))] * len(calls)
 
     def _call_arguments(self, call: _Call) -> tuple[list[str], list[Any]]:
         keys: list[str] = [call.partition.stream]

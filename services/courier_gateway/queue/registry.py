@@ -19,6 +19,7 @@ __all__ = [
     "ensure_consumer_group",
     "is_missing_group",
     "prepare_partitions",
+    "recorded_streams",
     "registered_streams",
 ]
 
@@ -55,8 +56,13 @@ async def prepare_partitions(redis: AsyncRedis, layout: QueueLayout) -> None:
         await ensure_consumer_group(redis, stream)
 
 
+async def recorded_streams(redis: AsyncRedis, stream: str) -> list[str]:
+    """Every stream recorded for the queue ``stream``, sorted (empty before any ingress ran)."""
+    recorded = await redis.smembers(registry_key(stream))
+    return sorted({name.decode() if isinstance(name, bytes) else str(name) for name in recorded})
+
+
 async def registered_streams(redis: AsyncRedis, stream: str, *, current: list[str]) -> list[str]:
     """The ``current`` layout's streams, then every other one recorded for ``stream``."""
-    recorded = await redis.smembers(registry_key(stream))
-    names = {name.decode() if isinstance(name, bytes) else str(name) for name in recorded}
-    return [*current, *sorted(names - set(current))]
+    others = [name for name in await recorded_streams(redis, stream) if name not in current]
+    return [*current, *others]

@@ -114,7 +114,7 @@ class RetrySchedule:
             try:
                 await replicated(
                     self._redis,
-                    self.key,
+                    [self.key],
                     commands,
                     replicas=self._min_replicas,
                     wait_ms=self._wait_ms,
@@ -180,10 +180,6 @@ class PartitionedSchedule:
     async def move_due(self, streams: list[str], limit: int = 500) -> int:
         """Move due retries of every stream in ``streams``; return how many moved."""
         return sum([await self.of(stream).move_due(limit) for stream in streams])
-
-    async def pending(self, streams: list[str]) -> int:
-        """Retries waiting over ``streams``."""
-        return sum([await self.of(stream).pending() for stream in streams])
 
     async def oldest_deferral_seconds(self, streams: list[str]) -> float:
         """The age of the oldest deferred event waiting in any of ``streams`` (0: none)."""

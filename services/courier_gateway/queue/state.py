@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from courier_gateway.queue.layout import registry_key
-from courier_gateway.queue.registry import CONSUMER_GROUP
+from courier_gateway.queue.registry import CONSUMER_GROUP, recorded_streams
 from courier_gateway.queue.retry_schedule import retries_key
 from courier_gateway.queue.topology import AsyncRedis
 
@@ -59,8 +58,7 @@ async def read_queue_state(redis: AsyncRedis, stream: str) -> QueueState:
     Zeros when nothing exists yet. A queue written only by versions before the partition
     registry is read as its one stream.
     """
-    recorded = await redis.smembers(registry_key(stream))
-    streams = sorted(n.decode() if isinstance(n, bytes) else str(n) for n in recorded) or [stream]
+    streams = await recorded_streams(redis, stream) or [stream]
     undelivered = pending = retries = 0
     for name in streams:
         waiting, delivered = await _stream_lag(redis, name)

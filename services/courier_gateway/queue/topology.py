@@ -10,7 +10,7 @@ cluster that is a connection to the node owning the key; :func:`wait_target` nam
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeAlias
 
 import redis
@@ -60,7 +60,6 @@ def connect(
     *,
     timeout: float,
     health_check_interval: int = 0,
-    max_connections: int | None = None,
 ) -> AsyncRedis:
     """An asyncio client for the configured topology (``timeout``: socket and connect, s)."""
     settings.require_redis()
@@ -74,19 +73,13 @@ def connect(
             settings.sentinels,
             sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout},
         )
-        if max_connections is not None:
-            options["max_connections"] = max_connections
         client: Redis = sentinel.master_for(
             settings.redis_sentinel_master, **options, **_credentials(settings)
         )
         return client
     assert settings.redis_url is not None
     if settings.redis_mode == "cluster":
-        if max_connections is not None:
-            options["max_connections"] = max_connections
         return RedisCluster.from_url(settings.redis_url, **options)
-    if max_connections is not None:
-        options["max_connections"] = max_connections
     return Redis.from_url(settings.redis_url, **options)
 
 
@@ -152,20 +145,22 @@ class ReplicationTimeoutError(RedisError):
 
 async def replicated(
     client: AsyncRedis,
-    key: str,
+    keys: Sequence[str],
     commands: Callable[[Any], object],
     *,
     replicas: int,
     wait_ms: int,
+    raise_on_error: bool = True,
 ) -> list[Any]:
     """Run the writes ``commands`` adds to a pipeline; with ``replicas``, confirm them first.
 
-    The ``WAIT`` goes on the pipeline's connection to the node that owns ``key`` (the writes
-    must all be in its slot), and :class:`ReplicationTimeoutError` is raised when fewer than
-    ``replicas`` replicas confirmed within ``wait_ms``, or when the slot moved meanwhile.
-    Returns the replies of the writes.
+    ``keys`` are the keys written, all owned by one node. The ``WAIT`` goes on the pipeline's
+    connection to that node, and :class:`ReplicationTimeoutError` is raised when fewer than
+    ``replicas`` replicas confirmed within ``wait_ms``, or when a key's slot moved meanwhile.
+    Returns the replies of the writes (with ``raise_on_error=False`` a refused write's reply is
+    its exception; otherwise the first one is raised).
     """
-    node = await writer_node(client, key) if replicas else None
+    node = await writer_node(client, keys[0]) if replicas else None
     async with client.pipeline(transaction=False) as pipe:
         commands(pipe)
         if replicas:
@@ -174,14 +169,15 @@ async def replicated(
         # raise_on_error=False: a cluster pipeline that re-sends failed commands would drop the
         # WAIT's target node; errors are raised below instead, the first one first.
         replies: list[Any] = await pipe.execute(raise_on_error=False)
-    for reply in replies:
+    confirmed = replies.pop() if replicas else replicas
+    for reply in [*replies, confirmed] if raise_on_error else [confirmed]:
         if isinstance(reply, Exception):
             raise reply
-    if not replicas:
-        return replies
-    confirmed = int(replies.pop())
-    moved = node is not None and wait_target(client, key).name != node.name  # type: ignore[union-attr]
-    if confirmed < replicas or moved:
+    if node is not None and any(wait_target(client, k) != node for k in keys):
+        raise ReplicationTimeoutError(
+            "the written slots moved to another primary before Redis confirmed replication"
+        )
+    if int(confirmed) < replicas:
         raise ReplicationTimeoutError(
             f"{confirmed} of {replicas} Redis replicas confirmed the write within {wait_ms} ms"
         )

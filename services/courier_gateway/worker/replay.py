@@ -268,7 +268,7 @@ class _Run:
         # replicas hold the copy, or a failover could lose the event and keep the mark.
         await replicated(
             self.redis,
-            partition.stream,
+            [partition.stream],
             lambda pipe: pipe.xadd(partition.stream, {"data": message}),
             replicas=self.min_replicas,
             wait_ms=_REPLICATION_WAIT_MS,
